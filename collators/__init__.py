@@ -1,0 +1,1 @@
+"""Batch building per task family: padding, label masking, packing."""

@@ -1,0 +1,134 @@
+"""SuiteTrainer: what every task family shares, on top of transformers.Trainer.
+
+It owns: TrainingArguments from the run config (precision, logging, checkpoints), throughput and
+memory in every log line, and results.json. A family subclass overrides only its loss, its
+prediction step and its metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+
+import torch
+from transformers import Trainer, TrainingArguments
+
+GIB = 1024**3
+
+
+def pick_precision(train: dict) -> dict:
+    """bf16 where the hardware supports it, fp32 otherwise; an explicit choice wins."""
+    if "bf16" in train or "fp16" in train:
+        return {}
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return {"bf16": True}
+    return {}
+
+
+def training_arguments(cfg, has_eval: bool, family_defaults: dict | None = None,
+                       args_cls=TrainingArguments) -> TrainingArguments:
+    """Suite defaults < family defaults < the user's `train:` block."""
+    defaults = {
+        "per_device_train_batch_size": 16,
+        "per_device_eval_batch_size": 64,
+        "num_train_epochs": 3,
+        "logging_steps": 10,
+        "save_total_limit": 2,
+        "report_to": "none",
+        "include_num_input_tokens_seen": "non_padding",
+        "eval_strategy": "epoch" if has_eval else "no",
+        "save_strategy": "epoch",
+        "disable_tqdm": not sys.stderr.isatty(),
+        "dataloader_num_workers": 0,
+        "dataloader_pin_memory": False,
+    }
+    if torch.cuda.is_available():
+        defaults.update(dataloader_num_workers=2, dataloader_pin_memory=True)
+    defaults.update(family_defaults or {})
+    defaults.update(pick_precision(cfg.train))
+    merged = {**defaults, **cfg.train}
+    if not has_eval:
+        merged["eval_strategy"] = "no"
+        merged.pop("load_best_model_at_end", None)
+        merged.pop("eval_on_start", None)
+    if merged.get("load_best_model_at_end"):
+        merged["save_strategy"] = merged["eval_strategy"]
+        if merged["eval_strategy"] == "steps":
+            merged.setdefault("save_steps", merged.get("eval_steps") or merged.get("logging_steps"))
+    from .errors import UserError
+
+    try:
+        return args_cls(output_dir=cfg.output_dir, seed=cfg.seed, **merged)
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"config: train: {str(exc).splitlines()[0]}") from None
+
+
+class SuiteTrainer(Trainer):
+    """transformers.Trainer plus throughput/memory logging and results.json."""
+
+    def __init__(self, *args, suite_cfg=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.suite_cfg = suite_cfg
+        self._last_log = (time.perf_counter(), 0, 0)  # time, tokens seen, step
+
+    # -- logging -------------------------------------------------------------
+    def log(self, logs: dict, start_time: float | None = None) -> None:
+        if "loss" in logs:  # a training log line
+            logs.update(self._throughput())
+        super().log(logs, start_time) if start_time is not None else super().log(logs)
+
+    def _throughput(self) -> dict:
+        now = time.perf_counter()
+        tokens = int(getattr(self.state, "num_input_tokens_seen", 0) or 0)
+        step = self.state.global_step
+        t0, tok0, step0 = self._last_log
+        self._last_log = (now, tokens, step)
+        dt = max(now - t0, 1e-9)
+        a = self.args
+        samples = (step - step0) * a.per_device_train_batch_size * a.gradient_accumulation_steps * a.world_size
+        out = {"tokens_per_s": round((tokens - tok0) / dt, 1), "samples_per_s": round(samples / dt, 2)}
+        out.update(peak_memory())
+        return out
+
+    # -- results -------------------------------------------------------------
+    def write_results(self, metrics: dict, extra: dict | None = None, merge: bool = False) -> dict:
+        """One flat JSON object in OUTPUT_DIR/results.json (rank 0 only). `merge` keeps the keys
+        of an earlier command (eval after train) that this one does not produce."""
+        cfg = self.suite_cfg
+        path = os.path.join(self.args.output_dir, "results.json")
+        out = {}
+        if merge and os.path.isfile(path):
+            with open(path) as fh:
+                out = json.load(fh)
+        out.update({
+            "task": cfg.task if cfg else None,
+            "model": (cfg.model.name_or_path or cfg.model.from_config.get("model_type")) if cfg else None,
+            "world_size": self.args.world_size,
+        })
+        out.update(extra or {})
+        out.update({k: _plain(v) for k, v in metrics.items()})
+        if self.is_world_process_zero():
+            os.makedirs(self.args.output_dir, exist_ok=True)
+            tmp = path + ".tmp"
+            with open(tmp, "w") as fh:
+                json.dump(out, fh, indent=2, sort_keys=True)
+            os.replace(tmp, path)
+        return out
+
+
+def peak_memory() -> dict:
+    if torch.cuda.is_available():
+        return {"peak_mem_gib": round(torch.cuda.max_memory_allocated() / GIB, 3)}
+    # ru_maxrss is in KiB on Linux
+    return {"peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 3)}
+
+
+def _plain(v):
+    if isinstance(v, (torch.Tensor,)):
+        return v.item() if v.numel() == 1 else v.tolist()
+    if hasattr(v, "item") and getattr(v, "ndim", 1) == 0:
+        return v.item()
+    return v

@@ -1,0 +1,96 @@
+"""The `trainsuite` command line.
+
+    trainsuite train   CONFIG.yaml [dotted.key=value ...] [--overwrite] [--resume [CHECKPOINT]]
+    trainsuite eval    CONFIG.yaml [dotted.key=value ...]
+    trainsuite predict CONFIG.yaml --input FILE --output FILE [dotted.key=value ...]
+
+A user mistake (config, data, command line) prints one line `error: ...` and exits with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import warnings
+
+from .errors import UserError
+
+EPILOG = """examples:
+  trainsuite train configs/demo.yaml
+  trainsuite train configs/demo.yaml train.learning_rate=3e-5 data.max_train_samples=200
+  trainsuite eval configs/demo.yaml model.name_or_path=runs/demo
+  trainsuite predict configs/demo.yaml model.name_or_path=runs/demo --input rows.jsonl --output preds.jsonl
+
+Any config key can be overridden as dotted.key=value (the value is read as YAML).
+Exit codes: 0 success, 2 a mistake in the config, data or command line."""
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="trainsuite", description="Fine-tune transformers for text "
+                                "classification, seq2seq and SFT from one YAML config.",
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name, help_):
+        sp = sub.add_parser(name, help=help_, description=help_)
+        sp.add_argument("config", help="run config (YAML)")
+        sp.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.seed=1")
+        sp.add_argument("--quiet", action="store_true", help="log warnings and errors only")
+        return sp
+
+    t = add("train", "train a model; evaluate on data.eval when given; write OUTPUT_DIR/results.json")
+    t.add_argument("--overwrite", action="store_true", help="replace a previous run in output_dir")
+    t.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
+                   help="continue from the latest (or the given) checkpoint in output_dir")
+    add("eval", "evaluate model.name_or_path (a checkpoint dir works) on data.eval")
+    pr = add("predict", "write one JSON line of predictions per input row")
+    pr.add_argument("--input", required=True, help="rows to predict (jsonl, csv, tsv, json, parquet)")
+    pr.add_argument("--output", required=True, help="where to write the predictions (JSONL)")
+    return p
+
+
+def _setup_logging(quiet: bool) -> None:
+    level = logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    logging.getLogger("trainsuite").setLevel(level)
+    import transformers
+
+    transformers.utils.logging.set_verbosity_warning()
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def run(argv=None) -> int:
+    args = parser().parse_args(argv)
+    from . import config
+
+    try:
+        cfg = config.load(args.config, args.overrides)
+        if args.command == "predict" and not os.path.isfile(args.input):
+            raise UserError(f"--input: file not found: {args.input}")
+        _setup_logging(args.quiet)
+        from . import runner
+
+        if args.command == "train":
+            results = runner.train(cfg, overwrite=args.overwrite, resume=args.resume)
+        elif args.command == "eval":
+            results = runner.evaluate(cfg)
+        else:
+            results = runner.predict(cfg, args.input, args.output)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(results, indent=2, sort_keys=True))
+    return 0
+
+
+def main() -> None:
+    sys.exit(run())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,14 @@
+"""User mistakes: reported in one line, exit code 2, no traceback."""
+
+
+class UserError(Exception):
+    """A mistake in the config, the command line or the data. The message names what and where."""
+
+    exit_code = 2
+
+
+def did_you_mean(word: str, choices) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""

@@ -1,0 +1,47 @@
+"""A task family's recipe: which task, model, collator and trainer make one run.
+
+The runner (suites/runner.py) drives every family the same way; a family names its parts and
+overrides only what differs.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from .base import SuiteTrainer
+
+
+class Family:
+    task_cls = None  # tasks.<x>.Task: reads, checks and encodes data; owns metrics
+    trainer_cls = SuiteTrainer
+    special_tokens = None  # for tokenizer.train_from_data
+    defaults: dict = {}  # TrainingArguments defaults for this family
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def build_model(self, tokenizer, task):
+        raise NotImplementedError
+
+    def collator(self, tokenizer, task):
+        raise NotImplementedError
+
+    def trainer_kwargs(self, tokenizer, task) -> dict:
+        """Extra keyword arguments for the trainer (metrics, callbacks...)."""
+        return {"compute_metrics": task.compute_metrics}
+
+    def predict_rows(self, trainer, task, dataset, tokenizer) -> list[dict]:
+        """One output dict per row of `dataset` (an encoded datasets.Dataset), in order."""
+        raise NotImplementedError
+
+
+FAMILIES = {
+    "classification": "suites.classification:ClassificationFamily",
+    "seq2seq": "suites.seq2seq:Seq2SeqFamily",
+    "sft": "suites.sft:SFTFamily",
+}
+
+
+def family_for(cfg) -> Family:
+    module, _, name = FAMILIES[cfg.task].partition(":")
+    return getattr(importlib.import_module(module), name)(cfg)

@@ -1,0 +1,135 @@
+"""Loading tokenizers and models from a run config: hub names, local dirs, packaged models,
+from-scratch configs, 4/8-bit quantization and LoRA adapters."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+
+import torch
+
+from .errors import UserError
+
+log = logging.getLogger("trainsuite")
+
+
+def resolve(name: str | None) -> str | None:
+    """`package:<module>/<subdir>` names a model shipped inside an installed Python package."""
+    if not name or not name.startswith("package:"):
+        return os.path.expanduser(name) if name and name.startswith("~") else name
+    module, _, sub = name[len("package:"):].partition("/")
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(f"model: package '{module}' is not installed (pip install {module.replace('_', '-')})")
+    path = os.path.join(list(spec.submodule_search_locations)[0], sub)
+    if not os.path.isdir(path):
+        raise UserError(f"model: {name}: no directory {sub!r} inside package {module}")
+    return path
+
+
+def _hub_error(what: str, name: str, exc: Exception) -> UserError:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return UserError(f"{what} '{name}' could not be loaded: {first}")
+
+
+def load_tokenizer(cfg, texts=None, special=None):
+    """The model's own tokenizer, another named one, or one trained on `texts()`."""
+    tc = cfg.tokenizer
+    if tc.train_from_data:
+        from tasks.tokenizer import train_tokenizer
+
+        log.info("training a %s tokenizer (vocab %d) on the training texts", tc.algorithm, tc.vocab_size)
+        return train_tokenizer(texts(), tc.vocab_size, special, tc.algorithm, tc.lowercase)
+    name = resolve(tc.name_or_path or cfg.model.name_or_path)
+    if name is None:
+        raise UserError("config: model.from_config needs a tokenizer: set tokenizer.name_or_path "
+                        "or tokenizer.train_from_data: true")
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(name, revision=cfg.model.revision,
+                                             trust_remote_code=cfg.model.trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise _hub_error("tokenizer", name, exc) from None
+
+
+def compute_dtype() -> torch.dtype:
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def quantization_config(cfg):
+    q = cfg.quantization
+    if q is None:
+        return None
+    from transformers import BitsAndBytesConfig
+
+    if q.bits == 8:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=q.quant_type,
+                              bnb_4bit_use_double_quant=q.double_quant,
+                              bnb_4bit_compute_dtype=compute_dtype())
+
+
+def load_model(cfg, auto_cls, tokenizer, config_updates: dict | None = None, **kwargs):
+    """A model from `model.from_config` (random init) or `model.name_or_path` (pretrained)."""
+    from transformers import AutoConfig
+
+    m = cfg.model
+    updates = dict(config_updates or {})
+    if m.attn_implementation:
+        kwargs["attn_implementation"] = m.attn_implementation
+    if m.from_config is not None:
+        fields = {k: v for k, v in m.from_config.items() if k != "model_type"}
+        fields.setdefault("vocab_size", len(tokenizer))
+        for tok_attr in ("pad", "bos", "eos", "decoder_start"):
+            tid = getattr(tokenizer, f"{tok_attr}_token_id", None) if tok_attr != "decoder_start" else None
+            if tid is not None:
+                fields.setdefault(f"{tok_attr}_token_id", tid)
+        fields.update(updates)
+        try:
+            config = AutoConfig.for_model(m.from_config["model_type"], **fields)
+        except (ValueError, KeyError) as exc:
+            raise UserError(f"config: model.from_config: {str(exc).splitlines()[0]}") from None
+        model = auto_cls.from_config(config, **kwargs)
+    else:
+        name = resolve(m.name_or_path)
+        qc = quantization_config(cfg)
+        if qc is not None:
+            kwargs["quantization_config"] = qc
+            kwargs.setdefault("dtype", compute_dtype())
+        try:
+            model = auto_cls.from_pretrained(name, revision=m.revision, trust_remote_code=m.trust_remote_code,
+                                             **updates, **kwargs)
+        except (OSError, ValueError) as exc:
+            raise _hub_error("model", name, exc) from None
+    if getattr(model.config, "pad_token_id", None) is None and tokenizer.pad_token_id is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def apply_peft(cfg, model, task_type: str):
+    """Wrap the model with LoRA when the config has a `peft:` block."""
+    if cfg.peft is None:
+        return model
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    p = cfg.peft
+    if cfg.quantization is not None:
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=bool(cfg.train.get("gradient_checkpointing")))
+    lora = LoraConfig(r=p.r, lora_alpha=p.alpha, lora_dropout=p.dropout, target_modules=p.target_modules,
+                      use_dora=p.use_dora, use_rslora=p.use_rslora, task_type=task_type)
+    try:
+        model = get_peft_model(model, lora)
+    except ValueError as exc:
+        raise UserError(f"config: peft: {str(exc).splitlines()[0]}") from None
+    return model
+
+
+def parameter_counts(model) -> dict:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"params_total": total, "params_trainable": trainable}

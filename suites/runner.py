@@ -1,0 +1,135 @@
+"""The flow of one run: config -> task -> tokenizer/model -> trainer -> outputs.
+
+Every family goes through the same three commands (train, eval, predict).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+
+import transformers
+
+from .base import training_arguments
+from .errors import UserError
+from .family import family_for
+from .modeling import parameter_counts
+
+log = logging.getLogger("trainsuite")
+
+RUN_MARKERS = ("results.json", "trainer_state.json", "config.json", "adapter_config.json")
+
+
+def _has_previous_run(output_dir: str) -> bool:
+    if not os.path.isdir(output_dir):
+        return False
+    names = os.listdir(output_dir)
+    return any(n in RUN_MARKERS or n.startswith("checkpoint-") for n in names)
+
+
+def guard_output_dir(cfg, overwrite: bool, resume) -> None:
+    """Never overwrite a previous run silently."""
+    if resume or not _has_previous_run(cfg.output_dir):
+        return
+    if not overwrite:
+        raise UserError(f"output_dir {cfg.output_dir} holds a previous run; pass --resume to continue it "
+                        "or --overwrite to replace it")
+    shutil.rmtree(cfg.output_dir)
+
+
+def _inference_model(cfg) -> None:
+    """eval/predict of a from-scratch config use the model trained into output_dir."""
+    if cfg.model.from_config is None and not cfg.tokenizer.train_from_data:
+        return
+    if not os.path.isfile(os.path.join(cfg.output_dir, "config.json")) and not os.path.isfile(
+            os.path.join(cfg.output_dir, "adapter_config.json")):
+        raise UserError(f"no trained model in {cfg.output_dir}: run `trainsuite train` first, or set "
+                        "model.name_or_path to a checkpoint")
+    cfg.model.name_or_path, cfg.model.from_config = cfg.output_dir, None
+    cfg.tokenizer.train_from_data = False
+
+
+def build(cfg, mode: str, predict_input: str | None = None):
+    """(family, task, tokenizer, trainer, raw splits) for a command."""
+    from .modeling import load_tokenizer
+
+    if mode != "train":
+        _inference_model(cfg)
+    family = family_for(cfg)
+    transformers.set_seed(cfg.seed)
+    task = family.task_cls(cfg)
+    splits = task.load(mode, predict_input)
+    tokenizer = load_tokenizer(cfg, texts=lambda: task.texts_for_tokenizer(splits["train"]),
+                               special=family.special_tokens)
+    task.setup(splits, tokenizer)
+    model = family.build_model(tokenizer, task)
+    encoded = {name: task.encode(ds, tokenizer, name) for name, ds in splits.items()}
+    args = training_arguments(cfg, has_eval="eval" in encoded, family_defaults=family.defaults,
+                              args_cls=getattr(family, "args_cls", transformers.TrainingArguments))
+    trainer = family.trainer_cls(
+        model=model, args=args, train_dataset=encoded.get("train"), eval_dataset=encoded.get("eval"),
+        processing_class=tokenizer, data_collator=family.collator(tokenizer, task), suite_cfg=cfg,
+        **family.trainer_kwargs(tokenizer, task))
+    return family, task, tokenizer, trainer, encoded
+
+
+def train(cfg, overwrite: bool = False, resume=None) -> dict:
+    guard_output_dir(cfg, overwrite, resume)
+    family, task, tokenizer, trainer, data = build(cfg, "train")
+    counts = parameter_counts(trainer.model)
+    log.info("model: %s parameters, %s trainable", f"{counts['params_total']:,}",
+             f"{counts['params_trainable']:,}")
+    _save_config(cfg)
+    start = time.perf_counter()
+    if resume is True:
+        resume = _latest_checkpoint(cfg.output_dir)
+    out = trainer.train(resume_from_checkpoint=resume or None)
+    runtime = time.perf_counter() - start
+    trainer.save_model()
+    trainer.save_state()
+    metrics = dict(out.metrics)
+    if "eval" in data:
+        metrics.update(trainer.evaluate())
+    extra = {"num_train_samples": len(data["train"]), "train_runtime_s": round(runtime, 3), **counts}
+    return trainer.write_results(metrics, extra)
+
+
+def evaluate(cfg) -> dict:
+    family, task, tokenizer, trainer, data = build(cfg, "eval")
+    metrics = trainer.evaluate()
+    return trainer.write_results(metrics, {"num_eval_samples": len(data["eval"])}, merge=True)
+
+
+def predict(cfg, input_path: str, output_path: str) -> dict:
+    family, task, tokenizer, trainer, data = build(cfg, "predict", predict_input=input_path)
+    rows = family.predict_rows(trainer, task, data["predict"], tokenizer)
+    if trainer.is_world_process_zero():
+        os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
+        tmp = output_path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        os.replace(tmp, output_path)  # never a half-written predictions file
+    log.info("wrote %d predictions to %s", len(rows), output_path)
+    return trainer.write_results({}, {"num_predictions": len(rows), "predictions_file": output_path},
+                                 merge=True)
+
+
+def _save_config(cfg) -> None:
+    import yaml
+
+    os.makedirs(cfg.output_dir, exist_ok=True)
+    with open(os.path.join(cfg.output_dir, "run_config.yaml"), "w") as fh:
+        yaml.safe_dump(cfg.to_dict(), fh, sort_keys=False)
+
+
+def _latest_checkpoint(output_dir: str):
+    from transformers.trainer_utils import get_last_checkpoint
+
+    last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+    if last is None:
+        raise UserError(f"--resume: no checkpoint in {output_dir}")
+    return last

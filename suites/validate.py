@@ -1,0 +1,114 @@
+"""Checks of a parsed RunConfig that need more than types: combinations, files, columns.
+
+Runs before any model or dataset is loaded, so a typo costs seconds, not a GPU hour.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+
+from .errors import UserError, did_you_mean
+
+T5_FAMILY = ("t5", "mt5", "umt5", "longt5", "byt5", "switch_transformers")
+
+
+def _training_argument_names() -> set[str]:
+    from transformers import TrainingArguments
+
+    return {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
+
+
+def validate(cfg) -> None:
+    from .config import RESERVED_TRAIN_KEYS
+
+    m = cfg.model
+    if m.name_or_path is None and m.from_config is None:
+        raise UserError("config: set model.name_or_path (hub name or local dir) or model.from_config")
+    if m.name_or_path is not None and m.from_config is not None:
+        raise UserError("config: model.name_or_path and model.from_config exclude each other; keep one")
+    if m.from_config is not None and "model_type" not in m.from_config:
+        raise UserError("config: model.from_config needs 'model_type' (e.g. bert, t5, llama)")
+    if m.name_or_path and m.name_or_path.startswith((".", "/", "~")) and not os.path.exists(
+            os.path.expanduser(m.name_or_path)):
+        raise UserError(f"config: model.name_or_path: directory not found: {m.name_or_path}")
+
+    names = _training_argument_names()
+    for key in cfg.train:
+        if key in RESERVED_TRAIN_KEYS:
+            raise UserError(f"config: 'train.{key}' is set at the top level: use {RESERVED_TRAIN_KEYS[key]}")
+        if key not in names:
+            raise UserError(f"config: unknown key 'train.{key}' (not a TrainingArguments field)"
+                            f"{did_you_mean(key, names)}")
+
+    model_type = _model_type(cfg)
+    if cfg.train.get("fp16") and model_type in T5_FAMILY:
+        raise UserError(f"config: train.fp16 with a {model_type} model gives NaN losses "
+                        "(known T5 overflow); use train.bf16=true on a GPU that supports it, or fp32")
+    if cfg.train.get("fp16") and cfg.train.get("bf16"):
+        raise UserError("config: train.fp16 and train.bf16 exclude each other")
+    if cfg.quantization is not None:
+        if cfg.peft is None:
+            raise UserError("config: quantization (4/8-bit) needs a peft: block; quantized weights "
+                            "cannot be trained directly (add e.g. peft: {r: 16})")
+        if m.from_config is not None:
+            raise UserError("config: quantization needs pretrained weights (model.name_or_path), "
+                            "not model.from_config")
+    if cfg.sft.packing and cfg.task != "sft":
+        raise UserError(f"config: sft.packing applies to task: sft, not task: {cfg.task}")
+    if cfg.tokenizer.train_from_data and cfg.data.train is None:
+        raise UserError("config: tokenizer.train_from_data needs data.train")
+    if cfg.tokenizer.train_from_data and m.name_or_path is not None:
+        raise UserError("config: tokenizer.train_from_data goes with model.from_config "
+                        "(a pretrained model keeps its own tokenizer)")
+    if cfg.data.eval_fraction is not None and not 0 < cfg.data.eval_fraction < 1:
+        raise UserError(f"config: data.eval_fraction must be between 0 and 1, got {cfg.data.eval_fraction}")
+    if cfg.data.eval_fraction is not None and cfg.data.eval is not None:
+        raise UserError("config: data.eval and data.eval_fraction exclude each other")
+    for key in ("max_train_samples", "max_eval_samples"):
+        v = getattr(cfg.data, key)
+        if v is not None and v <= 0:
+            raise UserError(f"config: data.{key} must be positive, got {v}")
+    metric = cfg.train.get("metric_for_best_model")
+    if cfg.train.get("load_best_model_at_end") and not metric:
+        cfg.train["metric_for_best_model"] = "loss"
+    check_data(cfg)
+
+
+def _model_type(cfg) -> str | None:
+    if cfg.model.from_config is not None:
+        return cfg.model.from_config.get("model_type")
+    path = cfg.model.name_or_path or ""
+    cfg_file = os.path.join(os.path.expanduser(path), "config.json")
+    if os.path.isfile(cfg_file):
+        import json
+
+        with open(cfg_file) as fh:
+            return json.load(fh).get("model_type")
+    lowered = path.lower()
+    return next((t for t in T5_FAMILY if t in lowered.replace("-", "")), None)
+
+
+def check_data(cfg, splits=("train", "eval")) -> None:
+    """Files exist and hold the columns the task needs."""
+    from tasks import io
+
+    task = importlib.import_module(f"tasks.{task_module(cfg.task)}")
+    for split in splits:
+        spec = getattr(cfg.data, split)
+        if spec is None:
+            continue
+        key = f"data.{split}"
+        io.check_exists(spec, key)
+        cols = io.peek_columns(spec, key)
+        if cols is None:
+            continue
+        for col in task.required_columns(cfg, cols, split):
+            if col not in cols:
+                raise UserError(f"{key}: {spec}: no column '{col}' (found: {', '.join(sorted(cols))})"
+                                f"{did_you_mean(col, cols)}")
+
+
+def task_module(task: str) -> str:
+    return {"classification": "classification", "seq2seq": "seq2seq", "sft": "instruction"}[task]

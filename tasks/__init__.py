@@ -1,0 +1,1 @@
+"""Tasks: how raw data becomes model inputs, and which metrics judge the outputs."""

@@ -1,0 +1,78 @@
+"""What every task shares: loading the configured splits, slicing, hold-out splits, encoding."""
+
+from __future__ import annotations
+
+import logging
+
+from suites.errors import UserError
+
+from . import io
+
+log = logging.getLogger("trainsuite")
+
+
+class Task:
+    """Raw records -> model inputs, and the metrics that judge predictions.
+
+    A task knows nothing about trainers: it is given a config, a tokenizer and datasets.
+    """
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    # -- loading -------------------------------------------------------------
+    def load(self, mode: str, predict_input: str | None = None) -> dict:
+        """Raw, checked splits for a command: train (+eval), eval, or predict."""
+        d = self.cfg.data
+        out = {}
+        if mode == "predict":
+            ds = io.load_split(predict_input, "--input", "test")
+            self.check(ds, "predict", predict_input)
+            return {"predict": ds}
+        if mode == "train" or d.eval is None:
+            if d.train is None:
+                raise UserError("config: data.train is required" +
+                                ("" if mode == "train" else " (or set data.eval)"))
+            out["train"] = self._read(d.train, "data.train", "train")
+        if d.eval is not None:
+            out["eval"] = self._read(d.eval, "data.eval", "validation")
+        elif d.eval_fraction:
+            parts = out["train"].train_test_split(test_size=d.eval_fraction, seed=self.cfg.seed)
+            out["train"], out["eval"] = parts["train"], parts["test"]
+            log.info("held out %d of %d training rows for evaluation (data.eval_fraction=%s)",
+                     len(out["eval"]), len(out["train"]) + len(out["eval"]), d.eval_fraction)
+        if mode == "eval":
+            if "eval" not in out:
+                raise UserError("config: evaluation needs data.eval (or data.eval_fraction)")
+            out.pop("train", None)
+        for split, limit in (("train", d.max_train_samples), ("eval", d.max_eval_samples)):
+            if split in out and limit is not None and len(out[split]) > limit:
+                out[split] = out[split].select(range(limit))
+        return out
+
+    def _read(self, spec, key: str, hub_split: str):
+        ds = io.load_split(spec, key, hub_split)
+        self.check(ds, key, spec)
+        return ds
+
+    def check(self, ds, key: str, spec) -> None:
+        """Row-level checks; raise UserError naming file, line and column."""
+
+    # -- to be defined by each task ------------------------------------------
+    def texts_for_tokenizer(self, ds):
+        raise NotImplementedError
+
+    def setup(self, splits: dict, tokenizer, model_config=None) -> None:
+        """Fit what depends on the data (label maps, ...)."""
+
+    def encode(self, ds, tokenizer, split: str):
+        raise NotImplementedError
+
+    def compute_metrics(self, eval_pred) -> dict:
+        return {}
+
+
+def where(spec, row) -> str:
+    """'file: line N' for messages."""
+    src = spec if isinstance(spec, str) else "data"
+    return f"{src}: line {row.get(io.LINE, '?')}"

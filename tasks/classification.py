@@ -1,0 +1,208 @@
+"""Text classification: single-label, multi-label and regression, on one text or a text pair.
+
+Labels may be strings or integers; the label <-> id map is fitted on the training split (or
+taken from `data.labels`, or from a trained checkpoint's config) and saved in the model config.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import Counter
+
+import numpy as np
+
+from suites.errors import UserError
+
+from . import io
+from .base import Task, where
+from .metrics import classification as M
+
+log = logging.getLogger("trainsuite")
+SINGLE, MULTI, REGRESSION = "single_label_classification", "multi_label_classification", "regression"
+
+
+def required_columns(cfg, cols, split) -> list[str]:
+    d = cfg.data
+    need = [d.text_column] + ([d.text_pair_column] if d.text_pair_column else [])
+    return need + [d.label_column]
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+class ClassificationTask(Task):
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.problem_type = cfg.data.problem_type
+        self.labels: list[str] = []  # id -> label name
+        self.class_weights: list[float] | None = None
+
+    # -- checks --------------------------------------------------------------
+    def check(self, ds, key, spec) -> None:
+        d = self.cfg.data
+        cols = set(ds.column_names)
+        need = [d.text_column] + ([d.text_pair_column] if d.text_pair_column else [])
+        if key != "predict":
+            need.append(d.label_column)
+        for col in need:
+            if col not in cols:
+                raise UserError(f"{key}: {spec}: no column '{col}' (found: {', '.join(sorted(cols - {io.LINE}))})")
+        text_cols = need[:2] if d.text_pair_column else need[:1]
+        for col in text_cols:
+            for i, t in enumerate(ds[col]):
+                if t is None or not str(t).strip():
+                    raise UserError(f"{where(spec, ds[i])}: column '{col}' is empty")
+        if key != "predict":
+            for i, v in enumerate(ds[d.label_column]):
+                if v is None or (isinstance(v, str) and not v.strip()):
+                    raise UserError(f"{where(spec, ds[i])}: column '{d.label_column}' is empty")
+
+    # -- labels --------------------------------------------------------------
+    def setup(self, splits, tokenizer, model_config=None) -> None:
+        d = self.cfg.data
+        trained = self._checkpoint_labels()
+        if "train" in splits:
+            values = splits["train"][d.label_column]
+            self.problem_type = self.problem_type or self._detect(values)
+            if self.problem_type == REGRESSION:
+                self.labels = []
+            elif d.labels is not None:
+                self.labels = [str(x) for x in d.labels]
+            else:
+                flat = [x for v in values for x in (v if isinstance(v, list) else [v])]
+                uniq = sorted(set(flat), key=lambda x: (not _is_number(x), x if _is_number(x) else str(x)))
+                self.labels = [str(x) for x in uniq]
+        elif trained is not None:
+            self.problem_type = self.problem_type or trained[0]
+            self.labels = [str(x) for x in d.labels] if d.labels is not None else trained[1]
+        elif d.labels is not None:
+            self.labels = [str(x) for x in d.labels]
+            self.problem_type = self.problem_type or SINGLE
+        else:
+            raise UserError("config: evaluating a model without a trained classification head: "
+                            "set data.labels (the label names in id order)")
+        if self.problem_type != REGRESSION and len(self.labels) < 2:
+            raise UserError(f"data.train: only one label ({self.labels}) in column '{d.label_column}'; "
+                            "classification needs at least two")
+        self.label2id = {name: i for i, name in enumerate(self.labels)}
+        if "train" in splits and self.problem_type == SINGLE:
+            self.class_weights = self._class_weights(splits["train"][d.label_column])
+        log.info("classification: %s, %d labels %s", self.problem_type, len(self.labels), self.labels[:10])
+
+    def _checkpoint_labels(self):
+        """(problem_type, labels) from a fine-tuned checkpoint's config.json, if it has a head."""
+        from suites.modeling import resolve
+
+        path = resolve(self.cfg.model.name_or_path) if self.cfg.model.name_or_path else None
+        cfg_file = os.path.join(path, "config.json") if path else None
+        if not cfg_file or not os.path.isfile(cfg_file):
+            return None
+        with open(cfg_file) as fh:
+            conf = json.load(fh)
+        archs = conf.get("architectures") or []
+        if not any("SequenceClassification" in a for a in archs) or "id2label" not in conf:
+            return None
+        id2label = {int(k): v for k, v in conf["id2label"].items()}
+        return conf.get("problem_type") or SINGLE, [id2label[i] for i in sorted(id2label)]
+
+    @staticmethod
+    def _detect(values) -> str:
+        if any(isinstance(v, list) for v in values):
+            return MULTI
+        if all(_is_number(v) for v in values) and any(float(v) != int(v) for v in values):
+            return REGRESSION
+        return SINGLE
+
+    def _class_weights(self, values):
+        cw = self.cfg.loss.class_weights
+        if cw is None:
+            return None
+        if cw == "auto":  # inverse frequency, mean weight 1
+            counts = Counter(str(v) for v in values)
+            n, k = len(values), len(self.labels)
+            return [n / (k * counts[name]) if counts[name] else 0.0 for name in self.labels]
+        if not isinstance(cw, list) or len(cw) != len(self.labels):
+            raise UserError(f"config: loss.class_weights must be 'auto' or a list of {len(self.labels)} "
+                            f"numbers (one per label, in order {self.labels})")
+        return [float(x) for x in cw]
+
+    def _label_id(self, v, row, spec) -> int:
+        name = str(v)
+        if name not in self.label2id:
+            if _is_number(v) and float(v) == int(v) and name not in self.labels:
+                raise UserError(f"{where(spec, row)}: label {v} in column '{self.cfg.data.label_column}' "
+                                f"is out of range (known labels: {', '.join(self.labels)})")
+            raise UserError(f"{where(spec, row)}: unknown label {v!r} in column "
+                            f"'{self.cfg.data.label_column}' (known: {', '.join(self.labels[:20])})")
+        return self.label2id[name]
+
+    # -- encoding ------------------------------------------------------------
+    def texts_for_tokenizer(self, ds):
+        d = self.cfg.data
+        for row in ds:
+            yield str(row[d.text_column])
+            if d.text_pair_column:
+                yield str(row[d.text_pair_column])
+
+    def encode_labels(self, ds, split):
+        d = self.cfg.data
+        spec = getattr(d, split, None) if split in ("train", "eval") else "--input"
+        out = []
+        for row in ds:
+            v = row[d.label_column]
+            if self.problem_type == REGRESSION:
+                if not _is_number(v):
+                    try:
+                        v = float(v)
+                    except (TypeError, ValueError):
+                        raise UserError(f"{where(spec, row)}: label {v!r} is not a number "
+                                        "(problem_type: regression)") from None
+                out.append(float(v))
+            elif self.problem_type == MULTI:
+                vec = [0.0] * len(self.labels)
+                for x in (v if isinstance(v, list) else [v]):
+                    vec[self._label_id(x, row, spec)] = 1.0
+                out.append(vec)
+            else:
+                out.append(self._label_id(v, row, spec))
+        return out
+
+    def encode(self, ds, tokenizer, split):
+        d = self.cfg.data
+        pair = ds[d.text_pair_column] if d.text_pair_column else None
+        enc = tokenizer([str(t) for t in ds[d.text_column]],
+                        [str(t) for t in pair] if pair is not None else None,
+                        truncation=True, max_length=d.max_length)
+        columns = dict(enc)
+        if split != "predict" or d.label_column in ds.column_names:
+            columns["labels"] = self.encode_labels(ds, split)
+        import datasets
+
+        return datasets.Dataset.from_dict(columns)
+
+    # -- metrics -------------------------------------------------------------
+    def compute_metrics(self, eval_pred) -> dict:
+        logits, labels = eval_pred.predictions, eval_pred.label_ids
+        if isinstance(logits, tuple):
+            logits = logits[0]
+        if self.problem_type == REGRESSION:
+            return M.regression(logits, labels)
+        if self.problem_type == MULTI:
+            return M.multi_label(logits, labels, self.cfg.loss.multi_label_threshold)
+        metrics, cm = M.single_label(logits, labels, len(self.labels))
+        self.save_confusion_matrix(cm)
+        return metrics
+
+    def save_confusion_matrix(self, cm) -> None:
+        if int(os.environ.get("RANK", "0")) != 0:
+            return
+        os.makedirs(self.cfg.output_dir, exist_ok=True)
+        path = os.path.join(self.cfg.output_dir, "confusion_matrix.json")
+        with open(path, "w") as fh:
+            json.dump({"labels": self.labels, "matrix": cm}, fh, indent=1)
+        from .metrics.plots import confusion_matrix_png
+
+        confusion_matrix_png(np.array(cm), self.labels, path[:-5] + ".png")

@@ -1,0 +1,199 @@
+"""Reading raw records from files or hub datasets, with errors that name file, line and field.
+
+Every reader returns a `datasets.Dataset` with an extra `_line` column: the 1-based line (or row)
+of each record in its source file, so that later checks can point at the exact place.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from typing import Any
+
+from suites.errors import UserError
+
+TABULAR = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet",
+           ".txt": "text"}
+LINE = "_line"
+
+
+def file_kind(path: str) -> str | None:
+    ext = os.path.splitext(path)[1].lower()
+    return TABULAR.get(ext)
+
+
+def is_local(spec: Any) -> bool:
+    """A string that names a file on disk (or looks like one) rather than a hub dataset."""
+    if isinstance(spec, dict):
+        return "hub" not in spec
+    return isinstance(spec, str) and (os.path.exists(spec) or file_kind(spec) is not None
+                                      or spec.startswith((".", "/", "~")))
+
+
+def check_exists(spec: Any, key: str) -> None:
+    if isinstance(spec, dict) and "hub" not in spec:
+        for side, p in spec.items():
+            check_exists(p, f"{key}.{side}")
+        return
+    if is_local(spec) and not os.path.isfile(os.path.expanduser(spec)):
+        raise UserError(f"{key}: file not found: {spec}")
+
+
+def _decode_error(path: str, exc: UnicodeDecodeError, text: bytes | None = None) -> UserError:
+    line = (text[: exc.start].count(b"\n") + 1) if text is not None else "?"
+    return UserError(f"{path}: line {line}: not UTF-8 text ({exc.reason}); re-save the file as UTF-8")
+
+
+def _read_text(path: str) -> str:
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise _decode_error(path, exc, raw) from None
+
+
+def read_jsonl(path: str) -> list[dict]:
+    rows = []
+    for n, line in enumerate(_read_text(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}: line {n}: malformed JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(obj, dict):
+            raise UserError(f"{path}: line {n}: expected a JSON object, got {type(obj).__name__}")
+        obj[LINE] = n
+        rows.append(obj)
+    return rows
+
+
+def read_json(path: str) -> list[dict]:
+    text = _read_text(path)
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        if exc.msg == "Extra data":  # JSON Lines saved with a .json name
+            return read_jsonl(path)
+        raise UserError(f"{path}: line {exc.lineno}: malformed JSON ({exc.msg})") from None
+    if isinstance(obj, dict) and "data" in obj and isinstance(obj["data"], list):
+        obj = obj["data"]
+    if not isinstance(obj, list) or not all(isinstance(r, dict) for r in obj):
+        raise UserError(f"{path}: expected a JSON list of objects (or JSON Lines)")
+    return [dict(r, **{LINE: i + 1}) for i, r in enumerate(obj)]
+
+
+def read_delimited(path: str, delimiter: str) -> list[dict]:
+    lines = _read_text(path).splitlines()
+    reader = csv.reader(lines, delimiter=delimiter,
+                        quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise UserError(f"{path}: empty file (expected a header line)") from None
+    header = [h.strip() for h in header]
+    rows = []
+    for fields in reader:
+        n = reader.line_num
+        if not any(f.strip() for f in fields):
+            continue
+        if len(fields) != len(header):
+            raise UserError(f"{path}: line {n}: expected {len(header)} fields ({', '.join(header)}), "
+                            f"found {len(fields)}")
+        row = dict(zip(header, fields))
+        row[LINE] = n
+        rows.append(row)
+    return rows
+
+
+def read_lines(path: str) -> list[str]:
+    """Plain text, one item a line (parallel MT corpora). Keeps empty lines to preserve alignment."""
+    text = _read_text(path)
+    lines = text.split("\n")
+    if text.endswith("\n"):
+        lines.pop()
+    return [line.rstrip("\r") for line in lines]
+
+
+def read_parallel(spec: dict, key: str) -> list[dict]:
+    sides = {side: read_lines(p) for side, p in spec.items()}
+    counts = {side: len(v) for side, v in sides.items()}
+    if len(set(counts.values())) > 1:
+        detail = ", ".join(f"{spec[s]} has {c} lines" for s, c in counts.items())
+        raise UserError(f"{key}: parallel files are misaligned: {detail}")
+    names = list(sides)
+    return [dict({s: sides[s][i] for s in names}, **{LINE: i + 1}) for i in range(counts[names[0]])]
+
+
+def read_records(spec: Any, key: str = "data") -> list[dict]:
+    """Records from a local file, a {side: file} pair of aligned text files, or raise."""
+    check_exists(spec, key)
+    if isinstance(spec, dict):
+        return read_parallel(spec, key)
+    path = os.path.expanduser(spec)
+    kind = file_kind(path)
+    if kind == "jsonl":
+        rows = read_jsonl(path)
+    elif kind == "json":
+        rows = read_json(path)
+    elif kind in ("csv", "tsv"):
+        rows = read_delimited(path, "\t" if kind == "tsv" else ",")
+    elif kind == "parquet":
+        import pyarrow.parquet as pq
+
+        rows = [dict(r, **{LINE: i + 1}) for i, r in enumerate(pq.read_table(path).to_pylist())]
+    elif kind == "text":
+        rows = [{"text": t, LINE: i + 1} for i, t in enumerate(read_lines(path)) if t.strip()]
+    else:
+        raise UserError(f"{key}: unsupported file type '{os.path.splitext(path)[1]}' for {spec} "
+                        f"(use csv, tsv, json, jsonl, parquet or txt)")
+    if not rows:
+        raise UserError(f"{key}: {spec} holds no records")
+    return rows
+
+
+def load_split(spec: Any, key: str, split: str):
+    """A `datasets.Dataset` from a local spec or a hub dataset (`name`, `name:split`, or
+    `{hub: name, name: subset, split: split}`)."""
+    import datasets
+
+    if is_local(spec):
+        return datasets.Dataset.from_list(read_records(spec, key))
+    if isinstance(spec, str):
+        name, _, hub_split = spec.partition(":")
+        kwargs = {"path": name, "split": hub_split or split}
+    else:
+        kwargs = {"path": spec["hub"], "name": spec.get("name"), "split": spec.get("split", split)}
+    try:
+        ds = datasets.load_dataset(**kwargs)
+    except Exception as exc:  # hub errors come in many types; report them as one line
+        raise UserError(f"{key}: could not load dataset {spec!r}: {str(exc).splitlines()[0]}") from None
+    ds = ds.add_column(LINE, list(range(1, len(ds) + 1)))
+    if len(ds) == 0:
+        raise UserError(f"{key}: {spec} split '{kwargs['split']}' is empty")
+    return ds
+
+
+def peek_columns(spec: Any, key: str) -> set[str] | None:
+    """Column names of a local file, read from its header or first records; None for hub data."""
+    if not is_local(spec):
+        return None
+    if isinstance(spec, dict):
+        return set(spec)
+    path = os.path.expanduser(spec)
+    kind = file_kind(path)
+    if kind in ("csv", "tsv"):
+        header = _read_text(path).split("\n", 1)[0]
+        return {h.strip() for h in header.split("\t" if kind == "tsv" else ",")}
+    if kind == "parquet":
+        import pyarrow.parquet as pq
+
+        return set(pq.read_schema(path).names)
+    rows = read_records(spec, key)
+    cols = set()
+    for r in rows[:100]:
+        cols.update(r)
+    cols.discard(LINE)
+    return cols

@@ -1,0 +1,1 @@
+"""Metrics that run offline (scikit-learn, scipy, sacrebleu, rouge-score, numpy)."""
