@@ -65,6 +65,8 @@ def _setup_logging(quiet: bool) -> None:
 
 def run(argv=None) -> int:
     args = parser().parse_args(argv)
+    # bitsandbytes warns at import about an optional CPU kernel package; 4/8-bit works without it
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     from . import config
 
     try:

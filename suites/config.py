@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -135,6 +136,24 @@ class RunConfig:
 # ---------------------------------------------------------------- parsing
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads `3e-5` as a string; every learning-rate user expects a float."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+][0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def yaml_load(text):
+    return yaml.load(text, Loader=_Loader)
+
+
 def _type_ok(value: Any, tp: Any) -> bool:
     origin = typing.get_origin(tp)
     if tp is Any:
@@ -208,7 +227,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key or any(not p for p in key.split(".")):
         raise UserError(f"override '{text}': empty key")
     try:
-        parsed = yaml.safe_load(value) if value != "" else ""
+        parsed = yaml_load(value) if value != "" else ""
     except yaml.YAMLError:
         parsed = value
     return key.split("."), parsed
@@ -218,11 +237,11 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     for text in overrides or []:
         keys, value = parse_override(text)
         node = raw
-        for k in keys[:-1]:
+        for i, k in enumerate(keys[:-1]):
             if node.get(k) is None:
                 node[k] = {}
             if not isinstance(node[k], dict):
-                raise UserError(f"override '{text}': '{k}' is not a mapping")
+                raise UserError(f"override '{text}': '{'.'.join(keys[:i + 1])}' is not a mapping")
             node = node[k]
         node[keys[-1]] = value
     return raw
@@ -233,7 +252,7 @@ def read_yaml(path: str) -> dict:
         raise UserError(f"config file not found: {path}")
     try:
         with open(path, encoding="utf-8") as fh:
-            raw = yaml.safe_load(fh)
+            raw = yaml_load(fh)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""

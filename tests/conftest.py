@@ -1,0 +1,68 @@
+"""Shared fixtures: tiny data files and configs; everything offline."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+
+import pytest
+import yaml
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED_DATA = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
+
+TINY_BERT = {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+             "intermediate_size": 64, "max_position_embeddings": 128}
+
+
+def write_jsonl(path, rows):
+    with open(path, "w", encoding="utf-8") as fh:
+        for r in rows:
+            fh.write(json.dumps(r) + "\n")
+    return str(path)
+
+
+def write_yaml(path, cfg):
+    with open(path, "w") as fh:
+        yaml.safe_dump(cfg, fh)
+    return str(path)
+
+
+def sentiment_rows(n, seed=0):
+    """A learnable toy task: the label is the sentiment word in the sentence."""
+    rng = random.Random(seed)
+    good, bad = ["great", "lovely", "superb", "fine"], ["awful", "boring", "dull", "bad"]
+    fill = ["the", "movie", "plot", "was", "really", "quite", "acting", "and", "a", "story"]
+    rows = []
+    for _ in range(n):
+        label = rng.choice(["pos", "neg"])
+        words = rng.sample(fill, 4) + [rng.choice(good if label == "pos" else bad)]
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "label": label})
+    return rows
+
+
+@pytest.fixture
+def cls_files(tmp_path):
+    train = write_jsonl(tmp_path / "train.jsonl", sentiment_rows(96, 0))
+    eval_ = write_jsonl(tmp_path / "eval.jsonl", sentiment_rows(30, 1))
+    return train, eval_
+
+
+@pytest.fixture
+def cls_config(tmp_path, cls_files):
+    """A from-scratch tiny BERT classification config, as a dict."""
+    train, eval_ = cls_files
+    return {
+        "task": "classification",
+        "output_dir": str(tmp_path / "run"),
+        "model": {"from_config": dict(TINY_BERT)},
+        "tokenizer": {"train_from_data": True, "vocab_size": 120, "algorithm": "wordpiece"},
+        "data": {"train": train, "eval": eval_, "max_length": 32},
+        "train": {"num_train_epochs": 1, "per_device_train_batch_size": 16, "learning_rate": 1e-3,
+                  "logging_steps": 2, "save_strategy": "no", "use_cpu": True},
+    }
