@@ -102,6 +102,7 @@ class GenerationConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     batch_size: Optional[int] = None  # default: per_device_eval_batch_size
+    forced_bos_token: Optional[str] = None  # seq2seq: first decoder token, e.g. mBART/NLLB target code de_DE
 
 
 @dataclass

@@ -33,6 +33,8 @@ class SpecialTokens:
 
 BERT_LIKE = SpecialTokens(pad="[PAD]", unk="[UNK]", cls="[CLS]", sep="[SEP]", mask="[MASK]", template="bert")
 T5_LIKE = SpecialTokens(pad="<pad>", unk="<unk>", eos="</s>", template="eos")
+# BART / mBART / LED from scratch: <s> is the bos id, </s> also starts the decoder; sources end in </s>
+BART_LIKE = SpecialTokens(pad="<pad>", unk="<unk>", bos="<s>", eos="</s>", mask="<mask>", template="eos")
 CHAT_LIKE = SpecialTokens(pad="<|pad|>", unk="<|unk|>", bos=None, eos="<|endoftext|>",
                           extra=("<|im_start|>", "<|im_end|>"), template="none")
 
@@ -79,4 +81,6 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, special: SpecialToken
                    cls=special.cls, sep=special.sep, mask=special.mask).items() if v}
     if special.extra:
         kwargs["additional_special_tokens"] = list(special.extra)
+    if special.template == "bert":  # segment ids mark the second text of a pair
+        kwargs["model_input_names"] = ["input_ids", "token_type_ids", "attention_mask"]
     return PreTrainedTokenizerFast(tokenizer_object=tok, **kwargs)

@@ -1,0 +1,273 @@
+"""Seq2seq family: encoder-decoder models (T5, BART, Marian, mT5 ...) judged by what they generate.
+
+Evaluation is generation, done here rather than through Trainer.evaluation_loop: rows are sorted by
+source length (longest first, so a batch too large for memory fails at once and is halved), each
+batch is generated and decoded right away (no logits are kept), and the original order is restored.
+Metrics compare the decoded hypotheses with the raw reference strings; label ids padded with -100
+are never decoded (transformers#22634). Every evaluation writes OUTPUT_DIR/predictions/eval_step{N}.jsonl.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import os
+import time
+
+import torch
+import torch.nn.functional as F
+import transformers
+
+from collators.seq2seq import IGNORE_INDEX, Seq2SeqCollator
+from tasks.seq2seq import SOURCE_TEXT, TARGET_TEXT, Seq2SeqTask
+from tasks.tokenizer import BART_LIKE, T5_LIKE
+
+from .base import SuiteTrainer
+from .errors import UserError
+from .family import Family
+from .modeling import apply_peft, load_model
+from .validate import T5_FAMILY
+
+log = logging.getLogger("trainsuite")
+
+# Architectures whose decoder starts from the pad token; the others (BART-like) start from </s>.
+PAD_STARTS = (*T5_FAMILY, "marian", "pegasus", "pegasus_x")
+
+
+class Seq2SeqLoss:
+    """Token cross-entropy with label smoothing; -100 labels count neither in the sum nor in the
+    divisor. Divided by the label tokens of the whole accumulation window (`num_items_in_batch`)."""
+
+    def __init__(self, label_smoothing: float = 0.0):
+        self.smoothing = label_smoothing
+
+    def __call__(self, outputs, labels, num_items_in_batch=None):
+        logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+        labels = labels.to(logits.device)
+        total = F.cross_entropy(logits.float().view(-1, logits.size(-1)), labels.view(-1),
+                                ignore_index=IGNORE_INDEX, label_smoothing=self.smoothing, reduction="sum")
+        count = num_items_in_batch if num_items_in_batch is not None else (labels != IGNORE_INDEX).sum()
+        return total / count
+
+
+def decoder_inputs(model, labels: torch.Tensor) -> torch.Tensor:
+    """The model's own shift of labels to decoder inputs (start token, -100 -> pad)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.prepare_decoder_input_ids_from_labels(labels=labels)
+
+
+def decode_labels(tokenizer, labels) -> list[str]:
+    """Reference strings from label ids; -100 padding becomes pad first (transformers#22634)."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    rows = labels.tolist() if hasattr(labels, "tolist") else labels
+    rows = [[pad if t == IGNORE_INDEX else int(t) for t in row] for row in rows]
+    return [t.strip() for t in tokenizer.batch_decode(rows, skip_special_tokens=True)]
+
+
+class Seq2SeqSuiteTrainer(SuiteTrainer, transformers.Seq2SeqTrainer):
+    """Generation-based evaluation; the loss comes in as `compute_loss_func` (Seq2SeqLoss)."""
+
+    def __init__(self, *args, generation=None, metrics_fn=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.generation = generation  # suites.config.GenerationConfig
+        self.metrics_fn = metrics_fn  # (hypotheses, references, gen_lengths) -> dict
+
+    # -- training ------------------------------------------------------------
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if "labels" in inputs and "decoder_input_ids" not in inputs:
+            inputs = {**inputs, "decoder_input_ids": decoder_inputs(self.accelerator.unwrap_model(model),
+                                                                    inputs["labels"])}
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    # -- generation ----------------------------------------------------------
+    def generation_config(self, model, **overrides) -> transformers.GenerationConfig:
+        g = self.generation
+        gc = copy.deepcopy(model.generation_config)
+        settings = {"num_beams": 1, "max_new_tokens": 128, "do_sample": False}
+        if g is not None:
+            settings = {"num_beams": g.num_beams, "max_new_tokens": g.max_new_tokens,
+                        "no_repeat_ngram_size": g.no_repeat_ngram_size, "do_sample": g.do_sample}
+            if g.num_beams > 1:
+                settings.update(length_penalty=g.length_penalty, early_stopping=True)
+            if g.do_sample:
+                settings.update(temperature=g.temperature, top_p=g.top_p)
+            if g.forced_bos_token:
+                tid = self.processing_class.convert_tokens_to_ids(g.forced_bos_token)
+                if tid is None or tid == self.processing_class.unk_token_id:
+                    raise UserError(f"config: generation.forced_bos_token {g.forced_bos_token!r} "
+                                    "is not a token of the tokenizer")
+                settings["forced_bos_token_id"] = tid
+        settings.update({k: v for k, v in overrides.items() if v is not None})
+        gc.update(**settings)
+        gc.max_length = None  # max_new_tokens decides
+        return gc
+
+    def generate_texts(self, dataset, with_loss: bool = False, **gen_kwargs) -> dict:
+        """Hypotheses for every row of `dataset`, in row order, plus generated lengths and, with
+        `with_loss`, the teacher-forced loss over all label tokens."""
+        model = self.accelerator.unwrap_model(self.model)
+        was_training = model.training
+        model.eval()
+        gc = self.generation_config(model, **gen_kwargs)
+        columns = [c for c in ("input_ids", "attention_mask", "labels") if c in dataset.column_names]
+        data = {c: dataset[c] for c in columns}
+        with_loss = with_loss and "labels" in data
+        n = len(dataset)
+        order = sorted(range(n), key=lambda i: -len(data["input_ids"][i]))
+        mine = order[self.args.process_index::self.args.world_size]
+        size = (self.generation.batch_size if self.generation and self.generation.batch_size
+                else self.args.per_device_eval_batch_size)
+        hyps, lens, loss_sum, tokens = {}, {}, 0.0, 0
+        pos = 0
+        while pos < len(mine):
+            idx = mine[pos:pos + size]
+            batch = self.data_collator([{c: data[c][i] for c in columns} for i in idx])
+            batch = {k: v.to(self.args.device) for k, v in batch.items()}
+            try:
+                texts, lengths, loss, count = self._generate_batch(model, batch, gc, with_loss)
+            except torch.cuda.OutOfMemoryError:
+                if size == 1:
+                    raise
+                size = max(1, size // 2)
+                torch.cuda.empty_cache()
+                log.warning("generation ran out of GPU memory; batch size now %d", size)
+                continue
+            for i, t, length in zip(idx, texts, lengths):
+                hyps[i], lens[i] = t, length
+            loss_sum, tokens = loss_sum + loss, tokens + count
+            pos += len(idx)
+        if self.args.world_size > 1:
+            gathered = [None] * self.args.world_size
+            torch.distributed.all_gather_object(gathered, (hyps, lens, loss_sum, tokens))
+            hyps, lens, loss_sum, tokens = {}, {}, 0.0, 0
+            for h, le, ls, tk in gathered:
+                hyps.update(h)
+                lens.update(le)
+                loss_sum, tokens = loss_sum + ls, tokens + tk
+        model.train(was_training)
+        out = {"hypotheses": [hyps[i] for i in range(n)], "gen_lengths": [lens[i] for i in range(n)]}
+        if with_loss:
+            out["loss"] = loss_sum / max(tokens, 1)
+        return out
+
+    @torch.no_grad()
+    def _generate_batch(self, model, batch, gc, with_loss: bool):
+        autocast = self.accelerator.autocast() if self.args.bf16 or self.args.fp16 else contextlib.nullcontext()
+        loss, count = 0.0, 0
+        with autocast:
+            if with_loss:
+                labels = batch["labels"]
+                out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                            decoder_input_ids=decoder_inputs(model, labels))
+                count = int((labels != IGNORE_INDEX).sum())
+                loss = float(self.compute_loss_func(out, labels, num_items_in_batch=count)) * count
+                del out
+            seq = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                 generation_config=gc)
+        if model.config.is_encoder_decoder:
+            seq = seq[:, 1:]  # the decoder start token
+        eos, pad = gc.eos_token_id, gc.pad_token_id
+        eos = eos[0] if isinstance(eos, (list, tuple)) else eos
+        is_eos = seq == eos if eos is not None else torch.zeros_like(seq, dtype=torch.bool)
+        real = (seq != pad).sum(1) if pad is not None else torch.full((seq.size(0),), seq.size(1))
+        lengths = torch.where(is_eos.any(1), is_eos.int().argmax(1) + 1, real).tolist()
+        texts = [t.strip() for t in self.processing_class.batch_decode(seq.tolist(), skip_special_tokens=True)]
+        return texts, lengths, loss, count
+
+    # -- evaluation ----------------------------------------------------------
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval", **gen_kwargs):
+        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        if isinstance(dataset, dict):
+            raise UserError("seq2seq evaluates one eval dataset, not a dict of them")
+        start = time.perf_counter()
+        out = self.generate_texts(dataset, with_loss=True, **gen_kwargs)
+        gen_time = time.perf_counter() - start
+        hyps = out["hypotheses"]
+        if TARGET_TEXT in dataset.column_names:
+            refs = dataset[TARGET_TEXT]
+        else:
+            refs = decode_labels(self.processing_class, dataset["labels"])
+        metrics = self.metrics_fn(hyps, refs, out["gen_lengths"]) if self.metrics_fn else {}
+        if "loss" in out:
+            metrics["loss"] = out["loss"]
+        runtime = time.perf_counter() - start
+        metrics.update(runtime=round(runtime, 4), samples_per_second=round(len(hyps) / runtime, 3),
+                       generation_runtime=round(gen_time, 4))
+        metrics = {f"{metric_key_prefix}_{k}": v for k, v in metrics.items()}
+        if self.state.epoch is not None:
+            metrics["epoch"] = self.state.epoch
+        sources = dataset[SOURCE_TEXT] if SOURCE_TEXT in dataset.column_names else [""] * len(hyps)
+        self.write_predictions(f"{metric_key_prefix}_step{self.state.global_step}.jsonl", sources, refs, hyps)
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+    def write_predictions(self, name: str, sources, references, hypotheses) -> str | None:
+        """OUTPUT_DIR/predictions/<name>: one {source, reference, hypothesis} line per row, atomically."""
+        if not self.is_world_process_zero():
+            return None
+        folder = os.path.join(self.args.output_dir, "predictions")
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, name)
+        with open(path + ".tmp", "w", encoding="utf-8") as fh:
+            for s, r, h in zip(sources, references, hypotheses):
+                fh.write(json.dumps({"source": s, "reference": r, "hypothesis": h}, ensure_ascii=False) + "\n")
+        os.replace(path + ".tmp", path)
+        return path
+
+
+class Seq2SeqFamily(Family):
+    task_cls = Seq2SeqTask
+    trainer_cls = Seq2SeqSuiteTrainer
+    args_cls = transformers.Seq2SeqTrainingArguments
+
+    @property
+    def model_type(self) -> str | None:
+        fc = self.cfg.model.from_config
+        return fc.get("model_type") if fc else None
+
+    @property
+    def special_tokens(self):
+        return T5_LIKE if self.model_type in PAD_STARTS or self.model_type is None else BART_LIKE
+
+    @property
+    def defaults(self) -> dict:
+        # From scratch a transformer needs a high peak rate after a warmup; a pretrained checkpoint
+        # is fine-tuned gently. Label smoothing is loss.label_smoothing (0.1 recommended from scratch).
+        scratch = self.cfg.model.from_config is not None
+        return {"learning_rate": 5e-4 if scratch else 5e-5, "warmup_steps": 0.1 if scratch else 0.0,
+                "weight_decay": 0.01, "lr_scheduler_type": "linear",
+                "train_sampling_strategy": "group_by_length"}
+
+    def build_model(self, tokenizer, task):
+        from transformers import AutoConfig, AutoModelForSeq2SeqLM
+
+        updates = {}
+        fc = self.cfg.model.from_config
+        if fc is not None:  # token ids of the locally trained tokenizer, not the architecture's defaults
+            pad = tokenizer.pad_token_id
+            start = pad if self.model_type in PAD_STARTS else tokenizer.eos_token_id
+            wanted = {"decoder_start_token_id": start, "forced_eos_token_id": tokenizer.eos_token_id}
+            defaults = AutoConfig.for_model(self.model_type)
+            updates = {k: v for k, v in wanted.items() if k not in fc and v is not None
+                       and (k == "decoder_start_token_id" or hasattr(defaults, k))}
+            if self.model_type == "marian" and "decoder_vocab_size" not in fc:
+                updates["decoder_vocab_size"] = len(tokenizer)
+        model = load_model(self.cfg, AutoModelForSeq2SeqLM, tokenizer, updates)
+        if not model.config.is_encoder_decoder:
+            raise UserError(f"config: task seq2seq needs an encoder-decoder model (T5, BART, Marian ...), "
+                            f"got {model.config.model_type}")
+        return apply_peft(self.cfg, model, "SEQ_2_SEQ_LM")
+
+    def collator(self, tokenizer, task):
+        return Seq2SeqCollator(tokenizer, pad_to_multiple_of=8 if torch.cuda.is_available() else None)
+
+    def trainer_kwargs(self, tokenizer, task) -> dict:
+        return {"compute_loss_func": Seq2SeqLoss(self.cfg.loss.label_smoothing),
+                "generation": self.cfg.generation, "metrics_fn": task.generation_metrics}
+
+    def predict_rows(self, trainer, task, dataset, tokenizer) -> list[dict]:
+        out = trainer.generate_texts(dataset)
+        return [{"prediction": h} for h in out["hypotheses"]]

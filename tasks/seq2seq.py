@@ -1,0 +1,197 @@
+"""Sequence to sequence (translation, summarization): raw pairs -> token ids, and the metrics.
+
+Three data forms give the same (source, target) pairs:
+- rows with `data.source_column` / `data.target_column` (jsonl, csv, tsv, json, parquet);
+- rows with a `translation: {en: ..., de: ...}` dict, read with `data.source_lang` / `data.target_lang`;
+- aligned plain-text files, one sentence a line: `data.train: {source: train.en, target: train.de}`
+  (the sides may also be named by the languages: `{en: train.en, de: train.de}` with source_lang /
+  target_lang). tasks/io.py refuses files with different line counts.
+Pairs with an empty side are skipped, counted and logged with their lines; a row without the
+configured language key is an error naming file and line. Over-long sources and targets are
+truncated and counted. The encoded split keeps the raw texts (`source_text`, `target_text`) so that
+metrics and prediction files use the original strings, never a decode of padded labels.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import datasets
+
+from suites.errors import UserError
+
+from . import io
+from .base import Task
+from .metrics.generation import generation_metrics
+
+log = logging.getLogger("trainsuite")
+
+TRANSLATION = "translation"
+SOURCE_TEXT, TARGET_TEXT = "source_text", "target_text"  # raw strings kept next to the ids
+
+
+def _layout(cfg, cols, split: str) -> tuple[str, str | None, bool]:
+    """(source key, target key, translation form?) for a split whose columns are `cols`."""
+    d = cfg.data
+    if d.source_column in cols and (split == "predict" or d.target_column in cols):
+        return d.source_column, d.target_column, False
+    if d.source_lang and d.target_lang:
+        if TRANSLATION in cols:
+            return d.source_lang, d.target_lang, True
+        if d.source_lang in cols and (split == "predict" or d.target_lang in cols):
+            return d.source_lang, d.target_lang, False
+    if split == "predict" and "source" in cols:  # predict rows may always say `source`
+        return "source", None, False
+    if TRANSLATION in cols and not (d.source_lang and d.target_lang):
+        raise UserError(f"data: the rows hold a '{TRANSLATION}' dict: set data.source_lang and "
+                        "data.target_lang (its keys, e.g. en and de)")
+    return d.source_column, d.target_column, False
+
+
+def required_columns(cfg, cols, split) -> list[str]:
+    src, tgt, translation = _layout(cfg, cols, split)
+    if translation:
+        return [TRANSLATION]
+    return [src] + ([tgt] if split != "predict" and tgt else [])
+
+
+def _where(spec, line, word: str = "line") -> str:
+    """'file: line N'; for a parallel pair 'train.en / train.de: line N'."""
+    if isinstance(spec, dict):
+        path = " / ".join(str(v) for v in spec.values())
+    else:
+        path = spec if isinstance(spec, str) else "data"
+    return f"{path}: {word} {line}"
+
+
+def _text(v) -> str | None:
+    if v is None:
+        return None
+    return v if isinstance(v, str) else str(v)
+
+
+class Seq2SeqTask(Task):
+    """Raw pairs -> {input_ids, attention_mask, labels, source_text, target_text}."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.specs: dict = {}
+
+    # -- loading -------------------------------------------------------------
+    def load(self, mode: str, predict_input: str | None = None) -> dict:
+        d = self.cfg.data
+        raw = super().load(mode, predict_input)
+        self.specs = {"train": d.train, "eval": d.eval if d.eval is not None else d.train,
+                      "predict": predict_input}
+        return {name: self.pairs(ds, name) for name, ds in raw.items()}
+
+    def check(self, ds, key: str, spec) -> None:
+        split = "predict" if key == "predict" else "train"
+        cols = set(ds.column_names) - {io.LINE}
+        for col in required_columns(self.cfg, cols, split):
+            if col not in cols:
+                raise UserError(f"{key}: {spec}: no column '{col}' (found: {', '.join(sorted(cols))})")
+
+    def pairs(self, ds, split: str):
+        """A dataset of plain (source, target, _line) rows; empty pairs skipped and counted."""
+        spec = self.specs.get(split)
+        key = "--input" if split == "predict" else f"data.{split}"
+        cols = set(ds.column_names) - {io.LINE}
+        src, tgt, translation = _layout(self.cfg, cols, "predict" if split == "predict" else split)
+        has_target = translation or (tgt is not None and tgt in cols)
+        lines = ds[io.LINE]
+        if translation:
+            sources, targets = [], []
+            for row, line in zip(ds[TRANSLATION], lines):
+                if not isinstance(row, dict):
+                    raise UserError(f"{_where(spec, line)}: '{TRANSLATION}' must be a mapping "
+                                    f"like {{{src}: ..., {tgt}: ...}}, got {type(row).__name__}")
+                for lang in (src, tgt) if split != "predict" else (src,):
+                    if lang not in row or row[lang] is None:
+                        found = ", ".join(k for k, v in row.items() if v is not None)
+                        raise UserError(f"{_where(spec, line)}: '{TRANSLATION}' has no language "
+                                        f"'{lang}' (found: {found})")
+                sources.append(_text(row[src]))
+                targets.append(_text(row.get(tgt)))
+        else:
+            sources = [_text(v) for v in ds[src]]
+            targets = [_text(v) for v in ds[tgt]] if has_target else [None] * len(sources)
+        if split == "predict":  # one output per input row, in order: never skip
+            empty = [ln for s, ln in zip(sources, lines) if not (s or "").strip()]
+            if empty:
+                log.warning("%s: %d rows with an empty source (first: line %s); predicting anyway",
+                            key, len(empty), empty[0])
+            return datasets.Dataset.from_dict({"source": [s or "" for s in sources],
+                                               "target": targets, io.LINE: lines})
+        keep, skipped = [], []
+        for i, (s, t) in enumerate(zip(sources, targets)):
+            if not (s or "").strip() or not (t or "").strip():
+                skipped.append(i)
+            else:
+                keep.append(i)
+        if skipped:
+            shown = ", ".join(str(lines[i]) for i in skipped[:10]) + (" ..." if len(skipped) > 10 else "")
+            log.warning("%s: skipped %d of %d pairs with an empty source or target (%s)", key, len(skipped),
+                        len(sources), _where(spec, shown, "lines"))
+        if not keep:
+            raise UserError(f"{key}: {spec}: every pair has an empty source or target")
+        return datasets.Dataset.from_dict({"source": [sources[i] for i in keep],
+                                           "target": [targets[i] for i in keep],
+                                           io.LINE: [lines[i] for i in keep]})
+
+    # -- encoding ------------------------------------------------------------
+    def texts_for_tokenizer(self, ds):
+        for s, t in zip(ds["source"], ds["target"]):
+            yield s
+            if t:
+                yield t
+
+    def setup(self, splits: dict, tokenizer, model_config=None) -> None:
+        """Multilingual tokenizers (mBART, NLLB, M2M) take the language codes when they know them."""
+        d = self.cfg.data
+        vocab = tokenizer.get_vocab()
+        for attr, lang in (("src_lang", d.source_lang), ("tgt_lang", d.target_lang)):
+            if lang and hasattr(tokenizer, attr) and lang in vocab:
+                setattr(tokenizer, attr, lang)
+
+    def encode(self, ds, tokenizer, split: str):
+        d = self.cfg.data
+        key = "--input" if split == "predict" else f"data.{split}"
+        sources = [d.source_prefix + s for s in ds["source"]]
+        columns = {}
+        ids, n_cut = _tokenize(tokenizer, sources, d.max_source_length, target=False)
+        columns["input_ids"] = ids
+        columns["attention_mask"] = [[1] * len(x) for x in ids]
+        msg = [f"{n_cut} of {len(ids)} sources to data.max_source_length={d.max_source_length}"]
+        targets = ds["target"]
+        has_target = any(t is not None for t in targets)
+        if has_target:
+            labels, t_cut = _tokenize(tokenizer, [t or "" for t in targets], d.max_target_length, target=True)
+            columns["labels"] = labels
+            msg.append(f"{t_cut} of {len(labels)} targets to data.max_target_length={d.max_target_length}")
+            n_cut += t_cut
+        if n_cut:
+            log.warning("%s: truncated %s tokens", key, " and ".join(msg))
+        columns[SOURCE_TEXT] = list(ds["source"])
+        columns[TARGET_TEXT] = [t or "" for t in targets] if has_target else [""] * len(sources)
+        return datasets.Dataset.from_dict(columns)
+
+    # -- metrics -------------------------------------------------------------
+    def generation_metrics(self, predictions: list[str], references: list[str], gen_lengths=None) -> dict:
+        return generation_metrics(predictions, references, gen_lengths)
+
+
+def _tokenize(tokenizer, texts: list[str], max_length: int, target: bool) -> tuple[list, int]:
+    """Token ids truncated to `max_length` (special tokens included), and how many were cut.
+
+    Tokenizing to max_length + 1 first shows which rows are too long without a second full pass.
+    """
+    kw = {"text_target": texts} if target else {"text": texts}
+    ids = tokenizer(**kw, truncation=True, max_length=max_length + 1)["input_ids"]
+    long_rows = [i for i, x in enumerate(ids) if len(x) > max_length]
+    if long_rows:
+        kw = {"text_target": [texts[i] for i in long_rows]} if target else {"text": [texts[i] for i in long_rows]}
+        cut = tokenizer(**kw, truncation=True, max_length=max_length)["input_ids"]
+        for i, x in zip(long_rows, cut):
+            ids[i] = x
+    return ids, len(long_rows)
