@@ -1,0 +1,206 @@
+"""SFT family: causal-LM fine-tuning on trl's SFTTrainer and the shared base.
+
+trl gives the chunked ("fused") LM-head loss that never builds the full logits, and the trainer
+plumbing. We do ourselves what it gets wrong or leaves out:
+- data preparation (tasks/instruction.py) and packing (collators/sft.py); trl's is skipped;
+- NEFTune noise scaled by each document's own length, also in a packed row (transformers scales
+  by the padded/packed length, transformers#34659);
+- evaluation that sums the loss over tokens batch by batch (trl/Trainer average per-batch means,
+  so eval_loss would depend on batching and packing), with token accuracy and perplexity, and
+  generation on held-out prompts (left padding, prompt only, transformers#44593).
+The training loss is trl's: summed over trained tokens and divided by the trained tokens of the
+whole accumulation window (`num_items_in_batch`), so batch 8 == batch 2 x accumulation 4.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+
+import torch
+import trl
+from transformers.trainer_utils import EvalLoopOutput
+
+from collators.sft import PackedCollator, PaddingCollator, document_lengths, pack_documents
+from tasks.instruction import InstructionTask
+from tasks.tokenizer import CHAT_LIKE
+
+from .base import SuiteTrainer
+from .errors import UserError
+from .family import Family
+from .modeling import apply_peft, load_model
+
+log = logging.getLogger("trainsuite")
+
+# Implementations whose masks transformers builds from restarting position ids (masking_utils).
+# Anything else (a hub kernel, paged attention) gets no mask at all and would attend across documents.
+PACKING_SAFE_ATTENTION = ("sdpa", "eager", "flex_attention", "flash_attention_2", "flash_attention_3",
+                          "flash_attention_4")
+
+
+def validate_sft(cfg) -> None:
+    """Config-time checks of the sft: block (called by suites/validate.py)."""
+    s = cfg.sft
+    if s.max_length < 2:
+        raise UserError(f"config: sft.max_length must be at least 2, got {s.max_length}")
+    attn = cfg.model.attn_implementation or "sdpa"
+    if s.packing and attn not in PACKING_SAFE_ATTENTION:
+        raise UserError(f"config: sft.packing with model.attn_implementation={attn} would let packed documents "
+                        f"attend to each other; use one of {', '.join(PACKING_SAFE_ATTENTION)} or sft.packing=false")
+    if s.neftune_alpha is not None and s.neftune_alpha < 0:
+        raise UserError(f"config: sft.neftune_alpha must be >= 0, got {s.neftune_alpha}")
+    if cfg.train.get("neftune_noise_alpha"):
+        raise UserError("config: use sft.neftune_alpha, not train.neftune_noise_alpha (which scales the noise by "
+                        "the padded length, transformers#34659)")
+
+
+def neftune_noise(embeds: torch.Tensor, lengths: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Uniform noise of magnitude alpha / sqrt(L * d), L the length of each token's own document
+    (NEFTune, arXiv 2310.05914); zero on padding (L = 0)."""
+    scale = alpha / torch.sqrt(lengths.clamp(min=1).to(torch.float32) * embeds.size(-1))
+    scale = (scale * (lengths > 0)).to(embeds.dtype).unsqueeze(-1)
+    return torch.empty_like(embeds).uniform_(-1, 1) * scale
+
+
+class SuiteSFTTrainer(SuiteTrainer, trl.SFTTrainer):
+    def __init__(self, *args, suite_cfg=None, train_dataset=None, eval_dataset=None, generation_rows=None,
+                 **kwargs):
+        s = suite_cfg.sft
+        if s.packing:
+            train_dataset = pack_documents(train_dataset, s.max_length) if train_dataset is not None else None
+            eval_dataset = pack_documents(eval_dataset, s.max_length) if eval_dataset is not None else None
+        if train_dataset is None:  # eval / predict: trl insists on a train set it will not use
+            import datasets
+
+            train_dataset = eval_dataset or datasets.Dataset.from_dict({"input_ids": [[0, 0]], "labels": [[-100, 0]]})
+        super().__init__(*args, suite_cfg=suite_cfg, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                         **kwargs)
+        self.generation_rows = generation_rows or []
+        self._doc_lengths = None
+        if s.neftune_alpha:
+            self.model.get_input_embeddings().register_forward_hook(self._neftune_hook)
+
+    def _neftune_hook(self, module, args, output):
+        if not module.training or self._doc_lengths is None:
+            return output
+        return output + neftune_noise(output, self._doc_lengths.to(output.device), self.suite_cfg.sft.neftune_alpha)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        self._doc_lengths = document_lengths(inputs) if self.suite_cfg.sft.neftune_alpha else None
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    # -- evaluation: streamed token sums, never the logits --------------------
+    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
+                        metric_key_prefix="eval") -> EvalLoopOutput:
+        model = self.model
+        was_training = model.training
+        model.eval()
+        sums = torch.zeros(3, dtype=torch.float64, device=self.args.device)  # nll, tokens, correct
+        docs = 0
+        for inputs in dataloader:
+            inputs = self._prepare_inputs(inputs)
+            with torch.no_grad(), self.compute_loss_context_manager():
+                out = model(**inputs, fused_lm_head=True, use_cache=False)
+            sums += torch.stack([-out.log_probs.double().sum(), out.label_mask.sum().double(),
+                                 out.is_top1.double().sum()])
+            docs += int((inputs["position_ids"] == 0).sum()) if "attention_mask" not in inputs else len(
+                inputs["input_ids"])
+        sums = self.accelerator.reduce(sums, "sum") if self.accelerator.num_processes > 1 else sums
+        nll, n, correct = (float(x) for x in sums)
+        loss = nll / max(n, 1)
+        metrics = {f"{metric_key_prefix}_loss": loss, f"{metric_key_prefix}_perplexity": math.exp(min(loss, 50)),
+                   f"{metric_key_prefix}_mean_token_accuracy": correct / max(n, 1),
+                   f"{metric_key_prefix}_num_tokens": int(n)}
+        k = self.suite_cfg.sft.eval_generations
+        if k and self.generation_rows:
+            metrics.update({f"{metric_key_prefix}_{key}": v for key, v in self.generation_eval(k).items()})
+        model.train(was_training)
+        return EvalLoopOutput(predictions=None, label_ids=None, metrics=metrics, num_samples=docs)
+
+    def generation_eval(self, k: int) -> dict:
+        from tasks.metrics.generation import generation_metrics
+
+        rows = self.generation_rows[:k]
+        outs = generate(self.model, self.processing_class, [p for p, _ in rows], self.suite_cfg.generation,
+                        self.args.per_device_eval_batch_size)
+        preds, refs = [o[0] for o in outs], [r for _, r in rows]
+        if self.is_world_process_zero():
+            os.makedirs(self.args.output_dir, exist_ok=True)
+            with open(os.path.join(self.args.output_dir, "eval_generations.jsonl"), "w", encoding="utf-8") as fh:
+                for (prompt, ref), (pred, _) in zip(rows, outs):
+                    fh.write(json.dumps({"prompt": prompt, "prediction": pred, "reference": ref},
+                                        ensure_ascii=False) + "\n")
+        return generation_metrics(preds, refs, [o[1] for o in outs])
+
+
+def stop_token_ids(tokenizer) -> list[int]:
+    ids = [tokenizer.eos_token_id] + [tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|eot_id|>")
+                                      if t in tokenizer.get_vocab()]
+    return [i for i in dict.fromkeys(ids) if i is not None]
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: list[str], gen, batch_size: int) -> list[tuple[str, int]]:
+    """Completions of `prompts` only (left padding, batched): (text, generated token count)."""
+    model_was_training = model.training
+    model.eval()
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    stops = stop_token_ids(tokenizer)
+    device = next(model.parameters()).device
+    outs = []
+    try:
+        for i in range(0, len(prompts), gen.batch_size or batch_size):
+            enc = tokenizer(prompts[i: i + (gen.batch_size or batch_size)], return_tensors="pt", padding=True,
+                            add_special_tokens=False).to(device)
+            sampling = dict(do_sample=True, temperature=gen.temperature, top_p=gen.top_p) if gen.do_sample else {
+                "do_sample": False}
+            seqs = model.generate(**enc, max_new_tokens=gen.max_new_tokens, num_beams=gen.num_beams,
+                                  eos_token_id=stops, pad_token_id=tokenizer.pad_token_id, **sampling)
+            for row in seqs[:, enc["input_ids"].shape[1]:].tolist():
+                cut = next((j for j, t in enumerate(row) if t in stops), len(row))
+                outs.append((tokenizer.decode(row[:cut], skip_special_tokens=True).strip(), cut))
+    finally:
+        tokenizer.padding_side = side
+        model.train(model_was_training)
+    return outs
+
+
+class SFTFamily(Family):
+    task_cls = InstructionTask
+    trainer_cls = SuiteSFTTrainer
+    special_tokens = CHAT_LIKE
+    args_cls = trl.SFTConfig
+
+    @property
+    def defaults(self) -> dict:
+        bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return {"learning_rate": 2e-4 if self.cfg.peft else 2e-5, "per_device_train_batch_size": 8,
+                "per_device_eval_batch_size": 8, "lr_scheduler_type": "cosine", "warmup_steps": 0.03,
+                "gradient_checkpointing": False, "bf16": bf16, "remove_unused_columns": False,
+                "dataset_kwargs": {"skip_prepare_dataset": True}, "max_length": None}
+
+    def build_model(self, tokenizer, task):
+        from transformers import AutoModelForCausalLM
+
+        model = load_model(self.cfg, AutoModelForCausalLM, tokenizer)
+        if hasattr(model, "peft_config"):  # a saved adapter, loaded for eval/predict
+            return model
+        if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+            model.resize_token_embeddings(len(tokenizer))
+        return apply_peft(self.cfg, model, "CAUSAL_LM")
+
+    def collator(self, tokenizer, task):
+        if self.cfg.sft.packing:
+            return PackedCollator()
+        return PaddingCollator(tokenizer.pad_token_id, 8 if torch.cuda.is_available() else None)
+
+    def trainer_kwargs(self, tokenizer, task) -> dict:
+        return {"generation_rows": task.generation_rows.get("eval")}
+
+    def predict_rows(self, trainer, task, dataset, tokenizer) -> list[dict]:
+        outs = generate(trainer.model, tokenizer, dataset["prompt"], self.cfg.generation,
+                        trainer.args.per_device_eval_batch_size)
+        return [{"prompt": p, "completion": c, **({"reference": r} if r is not None else {})}
+                for p, r, (c, _) in zip(dataset["prompt"], dataset["reference"], outs)]
