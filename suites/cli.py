@@ -49,6 +49,9 @@ def parser() -> argparse.ArgumentParser:
     pr = add("predict", "write one JSON line of predictions per input row")
     pr.add_argument("--input", required=True, help="rows to predict (jsonl, csv, tsv, json, parquet)")
     pr.add_argument("--output", required=True, help="where to write the predictions (JSONL)")
+    mg = sub.add_parser("merge", help="merge a LoRA run's adapter into its base model (a standalone model)")
+    mg.add_argument("run_dir", help="run output_dir holding adapter_config.json")
+    mg.add_argument("--output", required=True, help="directory for the merged model")
     return p
 
 
@@ -70,6 +73,11 @@ def run(argv=None) -> int:
     from . import config
 
     try:
+        if args.command == "merge":
+            from .merge import merge
+
+            print(json.dumps(merge(args.run_dir, args.output), indent=2))
+            return 0
         cfg = config.load(args.config, args.overrides)
         if args.command == "predict" and not os.path.isfile(args.input):
             raise UserError(f"--input: file not found: {args.input}")

@@ -112,6 +112,7 @@ class SFTConfig:
     loss_on: Optional[Literal["all", "completion", "assistant"]] = None  # default by data format
     neftune_alpha: Optional[float] = None
     overlong: Literal["truncate", "drop"] = "truncate"
+    eval_generations: int = 0  # held-out eval prompts to generate completions for at each evaluation
 
 
 @dataclass

@@ -96,6 +96,8 @@ def load_model(cfg, auto_cls, tokenizer, config_updates: dict | None = None, **k
         model = auto_cls.from_config(config, **kwargs)
     else:
         name = resolve(m.name_or_path)
+        if name and os.path.isfile(os.path.join(name, "adapter_config.json")):
+            return load_adapter_model(cfg, auto_cls, tokenizer, name, **kwargs)
         qc = quantization_config(cfg)
         if qc is not None:
             kwargs["quantization_config"] = qc
@@ -108,6 +110,30 @@ def load_model(cfg, auto_cls, tokenizer, config_updates: dict | None = None, **k
     if getattr(model.config, "pad_token_id", None) is None and tokenizer.pad_token_id is not None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return model
+
+
+def load_adapter_model(cfg, auto_cls, tokenizer, adapter_dir: str, **kwargs):
+    """A saved LoRA adapter (adapter_config.json) on top of the base model it names, for eval/predict."""
+    import json
+
+    from peft import PeftModel
+
+    with open(os.path.join(adapter_dir, "adapter_config.json")) as fh:
+        base = json.load(fh).get("base_model_name_or_path")
+    if not base:
+        raise UserError(f"model: {adapter_dir}: adapter_config.json names no base model (base_model_name_or_path)")
+    qc = quantization_config(cfg)
+    if qc is not None:
+        kwargs.update(quantization_config=qc, dtype=compute_dtype())
+    try:
+        model = auto_cls.from_pretrained(resolve(base), revision=cfg.model.revision,
+                                         trust_remote_code=cfg.model.trust_remote_code, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise _hub_error("base model of the adapter", base, exc) from None
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tokenizer))
+    log.info("loaded adapter %s on base model %s", adapter_dir, base)
+    return PeftModel.from_pretrained(model, adapter_dir, is_trainable=False)
 
 
 def apply_peft(cfg, model, task_type: str):

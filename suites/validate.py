@@ -57,6 +57,10 @@ def validate(cfg) -> None:
                             "not model.from_config")
     if cfg.sft.packing and cfg.task != "sft":
         raise UserError(f"config: sft.packing applies to task: sft, not task: {cfg.task}")
+    if cfg.task == "sft":
+        from .sft import validate_sft
+
+        validate_sft(cfg)
     if cfg.tokenizer.train_from_data and cfg.data.train is None:
         raise UserError("config: tokenizer.train_from_data needs data.train")
     if cfg.tokenizer.train_from_data and m.name_or_path is not None:
