@@ -8,7 +8,6 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml constraints-cpu.txt
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c constraints-cpu.txt torch
 	$(BIN)/pip install -q -c constraints-cpu.txt -e '.[test]'
 	touch $(STAMP)
@@ -16,7 +15,7 @@ $(STAMP): pyproject.toml constraints-cpu.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/trainsuite demo --output-dir runs/demo
+	$(BIN)/trainsuite train configs/demo.yaml --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests
