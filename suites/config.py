@@ -27,8 +27,8 @@ RESERVED_TRAIN_KEYS = {"output_dir": "output_dir (top level)", "seed": "seed (to
 class ModelConfig:
     name_or_path: Optional[str] = None  # hub name, local dir, or package:<module>/<subdir>
     from_config: Optional[dict] = None  # transformers config fields, to train from scratch
-    revision: Optional[str] = None
-    trust_remote_code: bool = False
+    revision: Optional[str] = None  # hub branch, tag or commit
+    trust_remote_code: bool = False  # allow a hub model's own Python code
     attn_implementation: Optional[str] = None  # sdpa | eager | flash_attention_2 | flex_attention
 
 
@@ -117,13 +117,13 @@ class SFTConfig:
 
 @dataclass
 class RunConfig:
-    task: Literal["classification", "seq2seq", "sft"]
-    output_dir: str = "runs/default"
-    seed: int = 42
+    task: Literal["classification", "seq2seq", "sft"]  # the task family
+    output_dir: str = "runs/default"  # checkpoints, model, results.json, predictions, reports
+    seed: int = 42  # seeds model init, data order and dropout
     model: ModelConfig = field(default_factory=ModelConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    train: dict = field(default_factory=dict)
+    train: dict = field(default_factory=dict)  # transformers.TrainingArguments fields
     loss: LossConfig = field(default_factory=LossConfig)
     peft: Optional[PeftConfig] = None  # present = LoRA on
     quantization: Optional[QuantizationConfig] = None  # present = load in 4/8 bit
