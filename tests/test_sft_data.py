@@ -1,0 +1,131 @@
+"""SFT data: format detection, the trained-token masks each format and loss_on give, bad input."""
+
+from __future__ import annotations
+
+import pytest
+
+from suites import config
+from suites.errors import UserError
+from tasks.instruction import CHATML_TEMPLATE, InstructionTask
+from tasks.tokenizer import CHAT_LIKE, train_tokenizer
+from tests.conftest import write_jsonl
+from tests.sft_common import WORDS, chat_rows, sft_config
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    texts = [" ".join(WORDS)] * 5 + ["repeat: hello world instruction input output question answer"] * 5
+    tok = train_tokenizer(texts, 300, CHAT_LIKE)
+    tok.chat_template = CHATML_TEMPLATE
+    return tok
+
+
+def _task(tmp_path, rows, tokenizer, split="train", **sections):
+    cfg = config.from_dict(sft_config(tmp_path, rows, **sections))
+    task = InstructionTask(cfg)
+    splits = task.load("train")
+    task.setup(splits, tokenizer)
+    return task, task.encode(splits[split], tokenizer, split)
+
+
+def _trained(tokenizer, row) -> str:
+    return tokenizer.decode([t for t, lab in zip(row["input_ids"], row["labels"]) if lab != -100])
+
+
+CONV = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "red"},
+        {"role": "assistant", "content": "cat"}, {"role": "user", "content": "blue"},
+        {"role": "assistant", "content": "dog"}]
+
+
+@pytest.mark.parametrize("loss_on, expected", [
+    ("assistant", "cat<|im_end|>dog<|im_end|>"),
+    ("completion", "dog<|im_end|>"),
+])
+def test_messages_masks_follow_the_template(tmp_path, tokenizer, loss_on, expected):
+    task, ds = _task(tmp_path, [{"messages": CONV}] * 2, tokenizer, sft={"loss_on": loss_on})
+    assert task.format == "messages"
+    assert _trained(tokenizer, ds[0]).replace(" ", "") == expected
+
+
+def test_loss_on_all_trains_every_token_but_the_first(tmp_path, tokenizer):
+    _, ds = _task(tmp_path, [{"messages": CONV}] * 2, tokenizer, sft={"loss_on": "all"})
+    labels = ds[0]["labels"]
+    assert labels[0] == -100 and all(x != -100 for x in labels[1:])
+
+
+@pytest.mark.parametrize("rows, fmt, expected", [
+    ([{"conversations": [{"from": "human", "value": "red"}, {"from": "gpt", "value": "cat"}]}],
+     "sharegpt", "cat<|im_end|>"),
+    ([{"instruction": "name a pet", "input": "red", "output": "cat"}], "alpaca", "cat<|im_end|>"),
+    ([{"prompt": "red is", "completion": " cat"}], "prompt_completion", "cat<|endoftext|>"),
+])
+def test_formats_detected_and_masked(tmp_path, tokenizer, rows, fmt, expected):
+    task, ds = _task(tmp_path, rows * 2, tokenizer)
+    assert task.format == fmt
+    assert _trained(tokenizer, ds[0]).replace(" ", "") == expected
+
+
+def test_text_format_trains_on_all_and_refuses_completion_loss(tmp_path, tokenizer):
+    task, ds = _task(tmp_path, [{"text": "red cat blue dog"}] * 2, tokenizer)
+    assert task.format == "text" and task.loss_on == "all"
+    assert ds[0]["input_ids"][-1] == tokenizer.eos_token_id
+    with pytest.raises(UserError, match="sft.loss_on=assistant needs prompt/completion"):
+        _task(tmp_path, [{"text": "red cat"}] * 2, tokenizer, sft={"loss_on": "assistant"})
+
+
+def test_data_format_key_overrides_detection_and_unknown_columns_fail(tmp_path, tokenizer):
+    with pytest.raises(UserError, match="cannot tell the SFT data format"):
+        config.from_dict(sft_config(tmp_path, [{"question": "a", "answer": "b"}]))
+    with pytest.raises(UserError, match="no column 'messages'"):
+        config.from_dict(sft_config(tmp_path, [{"text": "a"}], data={"format": "messages"}))
+
+
+def test_rows_with_no_assistant_turn_are_counted_and_fail(tmp_path, tokenizer):
+    rows = chat_rows(4) + [{"messages": [{"role": "user", "content": "red"}]}] * 2
+    with pytest.raises(UserError) as err:
+        _task(tmp_path, rows, tokenizer)
+    msg = str(err.value)
+    assert "2 of 6 rows have no trained tokens" in msg and "line 5" in msg and "no assistant turn" in msg
+
+
+def test_roles_out_of_order_name_file_and_line(tmp_path, tokenizer):
+    rows = chat_rows(2) + [{"messages": [{"role": "assistant", "content": "x"}, {"role": "user", "content": "y"}]}]
+    with pytest.raises(UserError, match=r"train.jsonl: line 3: roles out of order"):
+        _task(tmp_path, rows, tokenizer)
+    rows = chat_rows(2) + [{"messages": [{"role": "user", "content": "x"}, {"role": "user", "content": "y"}]}]
+    with pytest.raises(UserError, match=r"line 3: roles out of order: two user turns"):
+        _task(tmp_path, rows, tokenizer)
+
+
+def test_template_without_prefix_property_is_refused_for_assistant_loss(tmp_path, tokenizer):
+    tok = train_tokenizer([" ".join(WORDS)] * 3, 300, CHAT_LIKE)
+    # renders the number of turns first: a prefix of the conversation is not a prefix of its rendering
+    tok.chat_template = "{{ messages|length }}{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    with pytest.raises(UserError, match="assistant-only loss mask needs"):
+        _task(tmp_path, chat_rows(2), tok)
+
+
+@pytest.mark.parametrize("mode", ["truncate", "drop"])
+def test_overlong_rows_truncated_or_dropped_and_counted(tmp_path, tokenizer, mode):
+    rows = chat_rows(4, max_words=3) + chat_rows(2, seed=5, min_words=30, max_words=30)
+    task, ds = _task(tmp_path, rows, tokenizer, sft={"max_length": 120, "overlong": mode})
+    stats = task.stats["train"]
+    assert all(len(x) <= 120 for x in ds["input_ids"])
+    if mode == "truncate":
+        assert stats["truncated"] == 2 and len(ds) == 6
+    else:
+        assert stats["dropped_overlong"] == 2 and len(ds) == 4
+
+
+def test_chatml_tokens_added_when_the_tokenizer_lacks_a_template(tmp_path):
+    tok = train_tokenizer([" ".join(WORDS)] * 3, 300, CHAT_LIKE.__class__(pad="<pad>", eos="</s>"))
+    assert tok.chat_template is None and "<|im_start|>" not in tok.get_vocab()
+    task, ds = _task(tmp_path, chat_rows(2), tok)
+    assert tok.chat_template == CHATML_TEMPLATE and "<|im_end|>" in tok.get_vocab()
+    assert _trained(tok, ds[0]).endswith("<|im_end|>")
+
+
+def test_generation_prompts_end_with_the_assistant_header(tmp_path, tokenizer):
+    task, _ = _task(tmp_path, [{"messages": CONV}] * 2, tokenizer)
+    prompt, ref = task.generation_rows["train"][0]
+    assert prompt.endswith("<|im_start|>user\nblue<|im_end|>\n<|im_start|>assistant\n") and ref == "dog"
