@@ -100,8 +100,11 @@ class Seq2SeqSuiteTrainer(SuiteTrainer, transformers.Seq2SeqTrainer):
                                     "is not a token of the tokenizer")
                 settings["forced_bos_token_id"] = tid
         settings.update({k: v for k, v in overrides.items() if v is not None})
+        if overrides.get("max_length") is not None and overrides.get("max_new_tokens") is None:
+            settings["max_new_tokens"] = None  # an explicit max_length asked for by the caller
         gc.update(**settings)
-        gc.max_length = None  # max_new_tokens decides
+        if gc.max_new_tokens is not None:
+            gc.max_length = None  # max_new_tokens decides
         return gc
 
     def generate_texts(self, dataset, with_loss: bool = False, **gen_kwargs) -> dict:
@@ -177,32 +180,44 @@ class Seq2SeqSuiteTrainer(SuiteTrainer, transformers.Seq2SeqTrainer):
         return texts, lengths, loss, count
 
     # -- evaluation ----------------------------------------------------------
+    def _score(self, dataset, prefix: str, with_loss: bool, gen_kwargs: dict):
+        """(metrics with `prefix_`, hypotheses, references or None) for `dataset`."""
+        start = time.perf_counter()
+        out = self.generate_texts(dataset, with_loss=with_loss, **gen_kwargs)
+        gen_time = time.perf_counter() - start
+        hyps, refs = out["hypotheses"], None
+        if TARGET_TEXT in dataset.column_names and "labels" in dataset.column_names:
+            refs = dataset[TARGET_TEXT]
+        elif "labels" in dataset.column_names:
+            refs = decode_labels(self.processing_class, dataset["labels"])
+        metrics = self.metrics_fn(hyps, refs, out["gen_lengths"]) if self.metrics_fn and refs is not None else {}
+        if "loss" in out:
+            metrics["loss"] = out["loss"]
+        runtime = time.perf_counter() - start
+        metrics.update(runtime=round(runtime, 4), samples_per_second=round(len(hyps) / max(runtime, 1e-9), 3),
+                       generation_runtime=round(gen_time, 4))
+        return {f"{prefix}_{k}": v for k, v in metrics.items()}, hyps, refs
+
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval", **gen_kwargs):
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
         if isinstance(dataset, dict):
             raise UserError("seq2seq evaluates one eval dataset, not a dict of them")
-        start = time.perf_counter()
-        out = self.generate_texts(dataset, with_loss=True, **gen_kwargs)
-        gen_time = time.perf_counter() - start
-        hyps = out["hypotheses"]
-        if TARGET_TEXT in dataset.column_names:
-            refs = dataset[TARGET_TEXT]
-        else:
-            refs = decode_labels(self.processing_class, dataset["labels"])
-        metrics = self.metrics_fn(hyps, refs, out["gen_lengths"]) if self.metrics_fn else {}
-        if "loss" in out:
-            metrics["loss"] = out["loss"]
-        runtime = time.perf_counter() - start
-        metrics.update(runtime=round(runtime, 4), samples_per_second=round(len(hyps) / runtime, 3),
-                       generation_runtime=round(gen_time, 4))
-        metrics = {f"{metric_key_prefix}_{k}": v for k, v in metrics.items()}
+        metrics, hyps, refs = self._score(dataset, metric_key_prefix, True, gen_kwargs)
         if self.state.epoch is not None:
             metrics["epoch"] = self.state.epoch
         sources = dataset[SOURCE_TEXT] if SOURCE_TEXT in dataset.column_names else [""] * len(hyps)
-        self.write_predictions(f"{metric_key_prefix}_step{self.state.global_step}.jsonl", sources, refs, hyps)
+        self.write_predictions(f"{metric_key_prefix}_step{self.state.global_step}.jsonl", sources,
+                               refs or [""] * len(hyps), hyps)
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
+
+    def predict(self, test_dataset, ignore_keys=None, metric_key_prefix: str = "test", **gen_kwargs):
+        """Generated strings (in row order) as `predictions`; metrics when the rows have targets."""
+        from transformers.trainer_utils import PredictionOutput
+
+        metrics, hyps, _ = self._score(test_dataset, metric_key_prefix, False, gen_kwargs)
+        return PredictionOutput(predictions=hyps, label_ids=None, metrics=metrics)
 
     def write_predictions(self, name: str, sources, references, hypotheses) -> str | None:
         """OUTPUT_DIR/predictions/<name>: one {source, reference, hypothesis} line per row, atomically."""
@@ -269,5 +284,4 @@ class Seq2SeqFamily(Family):
                 "generation": self.cfg.generation, "metrics_fn": task.generation_metrics}
 
     def predict_rows(self, trainer, task, dataset, tokenizer) -> list[dict]:
-        out = trainer.generate_texts(dataset)
-        return [{"prediction": h} for h in out["hypotheses"]]
+        return [{"prediction": h} for h in trainer.predict(dataset).predictions]

@@ -124,7 +124,7 @@ def test_predict_keeps_row_order(t5_run, monkeypatch):
                "street", "the the the the the the the the the", "red car"]
     inp = write_lines(tmp / "in.jsonl", [json.dumps({"source": s}) for s in sources])
     out = tmp / "out.jsonl"
-    assert cli.run(["predict", path, "--input", inp, "--output", str(out), "--quiet", "generation.batch_size=3"]) == 0
+    assert cli.run(["predict", path, "generation.batch_size=3", "--input", inp, "--output", str(out), "--quiet"]) == 0
     assert [r["prediction"] for r in read_jsonl(out)] == sources
 
 
@@ -162,6 +162,22 @@ def test_label_padding_never_reaches_decode(t5_run, monkeypatch):
                                         {"input_ids": [5], "labels": tokenizer("a")["input_ids"]}])
     assert (batch["labels"] == -100).any()
     assert decode_labels(tokenizer, batch["labels"]) == ["a b c d e", "a"]
+
+
+def test_early_stopping_on_bleu(t5_run):
+    """metric_for_best_model: bleu drives EarlyStoppingCallback through the generation-based evaluate."""
+    from transformers import EarlyStoppingCallback
+
+    from suites import runner
+
+    tmp, path, _ = t5_run
+    cfg = config.load(path, [f"output_dir={tmp / 'early'}", "train.num_train_epochs=6"])
+    _, _, _, trainer, _ = runner.build(cfg, "train")
+    trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=1, early_stopping_threshold=1e6))
+    trainer.train()
+    evals = [h for h in trainer.state.log_history if "eval_bleu" in h]
+    assert len(evals) == 2 and trainer.state.epoch == pytest.approx(2.0)  # stopped after no big gain
+    assert trainer.state.best_metric == pytest.approx(max(e["eval_bleu"] for e in evals))
 
 
 # ------------------------------------------------------------------ data forms and bad input
@@ -311,7 +327,7 @@ def test_multi30k_bleu_matches_sacrebleu_on_the_predictions_file(tmp_path):
     cfg = base_config(tmp_path, train, val, data={"max_source_length": 48, "max_target_length": 48},
                       tokenizer={"vocab_size": 1000}, loss={"label_smoothing": 0.1},
                       generation={"max_new_tokens": 40, "batch_size": 32},
-                      train={"num_train_epochs": 2, "per_device_train_batch_size": 32})
+                      train={"num_train_epochs": 3, "per_device_train_batch_size": 32})
     path = write_yaml(tmp_path / "c.yaml", cfg)
     assert cli.run(["train", path, "--quiet"]) == 0
     results = json.loads((tmp_path / "run" / "results.json").read_text())
