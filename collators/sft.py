@@ -26,7 +26,8 @@ block-diagonal causal: each document sees only its own past, exactly as if it we
 
 transformers reads the restarts of `position_ids` to build that mask (flash-attention varlen, flex
 attention, SDPA and eager); an attention implementation that ignores them would leak across
-documents and is refused at config time (suites/sft.py). Since every document's first label is
+documents and is refused at config time (suites/sft.py). transformers looks for the restarts only
+when no KV cache is in use: the model must be called with use_cache=False (trl and our evaluation do). Since every document's first label is
 -100, the last token of A is never trained to predict b0: the packed loss equals the unpacked one.
 """
 
