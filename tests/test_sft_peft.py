@@ -1,0 +1,87 @@
+"""LoRA, QLoRA (4-bit) and 8-bit runs on CPU from a tiny pretrained Llama; merge round trip."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+from suites.cli import run
+from tasks.instruction import CHATML_TEMPLATE
+from tasks.tokenizer import CHAT_LIKE, train_tokenizer
+from tests.conftest import write_yaml
+from tests.sft_common import TINY_LLAMA, WORDS, chat_rows, sft_config
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory):
+    """A tiny 'pretrained' Llama with its tokenizer and chat template, saved like a hub checkpoint."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    path = tmp_path_factory.mktemp("base")
+    tok = train_tokenizer([f"repeat: {' '.join(WORDS)}"] * 5, 300, CHAT_LIKE)
+    tok.chat_template = CHATML_TEMPLATE
+    fields = {k: v for k, v in TINY_LLAMA.items() if k != "model_type"}
+    fields["hidden_size"], fields["intermediate_size"] = 64, 128  # bitsandbytes needs a few blocks
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), pad_token_id=tok.pad_token_id,
+                                         eos_token_id=tok.eos_token_id, **fields))
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+def _train(tmp_path, base_dir, **sections):
+    raw = sft_config(tmp_path, chat_rows(16), chat_rows(4, 1), **sections)
+    raw["model"], raw["tokenizer"] = {"name_or_path": base_dir}, {}
+    raw["train"].update(max_steps=2, per_device_train_batch_size=4, learning_rate=0.05)
+    path = write_yaml(tmp_path / "cfg.yaml", raw)
+    assert run(["train", path, "--quiet"]) == 0
+    with open(os.path.join(raw["output_dir"], "results.json")) as fh:
+        return raw, json.load(fh)
+
+
+@pytest.mark.parametrize("quant", [None, 4, 8])
+def test_lora_runs_save_an_adapter_with_the_tokenizer(tmp_path, base_dir, quant):
+    sections = {"peft": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}}
+    if quant:
+        sections["quantization"] = {"bits": quant}
+    raw, res = _train(tmp_path, base_dir, **sections)
+    out = raw["output_dir"]
+    assert res["params_trainable"] < res["params_total"] / 5
+    assert "eval_loss" in res and res["train_loss"] > 0
+    assert os.path.isfile(os.path.join(out, "adapter_config.json"))
+    assert os.path.isfile(os.path.join(out, "tokenizer.json"))
+    # the saved adapter loads for eval on its own (modeling.load_adapter_model)
+    assert run(["eval", write_yaml(tmp_path / "cfg.yaml", raw), f"model.name_or_path={out}", "--quiet"]) == 0
+
+
+def test_dora_rslora_options_reach_peft(tmp_path, base_dir):
+    _, res = _train(tmp_path, base_dir, peft={"r": 4, "use_dora": True, "use_rslora": True})
+    assert res["params_trainable"] > 0
+
+
+def test_merge_round_trip_gives_the_same_logits(tmp_path, base_dir):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    raw, _ = _train(tmp_path, base_dir, peft={"r": 4, "alpha": 8})
+    run_dir, merged_dir = raw["output_dir"], str(tmp_path / "merged")
+    assert run(["merge", run_dir, "--output", merged_dir]) == 0
+    merged = AutoModelForCausalLM.from_pretrained(merged_dir).eval()
+    adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), run_dir).eval()
+    plain = AutoModelForCausalLM.from_pretrained(base_dir).eval()
+    ids = torch.tensor([[5, 9, 13, 21, 34, 40]])
+    with torch.no_grad():
+        a, b, c = merged(ids).logits, adapted(ids).logits, plain(ids).logits
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    assert (a - c).abs().max() > 1e-4  # the adapter did change the model
+    assert os.path.isfile(os.path.join(merged_dir, "tokenizer.json"))
+    assert not os.path.isfile(os.path.join(merged_dir, "adapter_config.json"))
+
+
+def test_merge_of_a_non_adapter_dir_fails_clearly(tmp_path, capsys):
+    assert run(["merge", str(tmp_path), "--output", str(tmp_path / "m")]) == 2
+    assert "no adapter_config.json" in capsys.readouterr().err
