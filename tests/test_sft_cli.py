@@ -1,0 +1,86 @@
+"""SFT from the command line: train -> results.json, eval equal with and without packing,
+generation-based eval and predict files, bad input -> exit 2 with one line naming file and line."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from suites.cli import run
+from tests.conftest import write_jsonl, write_yaml
+from tests.sft_common import chat_rows, sft_config
+
+
+def _results(out):
+    with open(os.path.join(out, "results.json")) as fh:
+        return json.load(fh)
+
+
+def test_train_eval_predict_end_to_end(tmp_path, capsys):
+    raw = sft_config(tmp_path, sft={"eval_generations": 4, "packing": True})
+    path = write_yaml(tmp_path / "cfg.yaml", raw)
+    out = raw["output_dir"]
+    assert run(["train", path, "--quiet"]) == 0
+    res = _results(out)
+    for key in ("eval_loss", "train_loss", "eval_perplexity", "eval_mean_token_accuracy", "eval_bleu",
+                "eval_rougeL", "eval_exact_match", "eval_num_tokens"):
+        assert key in res, key
+    with open(os.path.join(out, "eval_generations.jsonl")) as fh:
+        gens = [json.loads(line) for line in fh]
+    assert len(gens) == 4 and {"prompt", "prediction", "reference"} <= set(gens[0])
+    assert gens[0]["prompt"].endswith("<|im_start|>assistant\n")
+
+    losses = {}
+    for packing in ("true", "false"):
+        assert run(["eval", path, f"sft.packing={packing}", "sft.eval_generations=0", "--quiet"]) == 0
+        losses[packing] = _results(out)["eval_loss"]
+    assert abs(losses["true"] - losses["false"]) < 1e-5
+    assert abs(losses["true"] - res["eval_loss"]) < 1e-5
+
+    inp = write_jsonl(tmp_path / "prompts.jsonl", [{"messages": [{"role": "user", "content": "repeat: red cat"}]},
+                                                   {"messages": [{"role": "user", "content": "repeat: sun"}]}])
+    preds = str(tmp_path / "preds.jsonl")
+    assert run(["predict", path, "--input", inp, "--output", preds, "--quiet"]) == 0
+    with open(preds) as fh:
+        rows = [json.loads(line) for line in fh]
+    assert len(rows) == 2 and all(isinstance(r["completion"], str) for r in rows)
+
+
+def test_generation_matches_unpadded_generation(tmp_path):
+    """Batched left-padded generation gives each prompt the completion it gets alone."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from suites.config import GenerationConfig
+    from suites.sft import generate
+    from tasks.instruction import CHATML_TEMPLATE
+    from tasks.tokenizer import CHAT_LIKE, train_tokenizer
+    from tests.sft_common import TINY_LLAMA, WORDS
+
+    tok = train_tokenizer([" ".join(WORDS)] * 3, 300, CHAT_LIKE)
+    tok.chat_template = CHATML_TEMPLATE
+    torch.manual_seed(0)
+    fields = {k: v for k, v in TINY_LLAMA.items() if k != "model_type"}
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), pad_token_id=tok.pad_token_id, **fields))
+    prompts = ["red", "blue green cat dog bird sun moon"]
+    gen = GenerationConfig(max_new_tokens=5)
+    together = generate(model, tok, prompts, gen, batch_size=2)
+    alone = [generate(model, tok, [p], gen, batch_size=1)[0] for p in prompts]
+    assert together == alone and tok.padding_side == "right"
+    assert any(n > 0 for _, n in together)
+
+
+def test_bad_row_exits_2_with_one_line_naming_file_and_line(tmp_path, capsys):
+    rows = chat_rows(3) + [{"messages": [{"role": "assistant", "content": "hi"}]}]
+    raw = sft_config(tmp_path, rows)
+    assert run(["train", write_yaml(tmp_path / "cfg.yaml", raw)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "train.jsonl: line 4: roles out of order" in err[0]
+
+
+def test_malformed_jsonl_exits_2(tmp_path, capsys):
+    raw = sft_config(tmp_path)
+    with open(raw["data"]["train"], "a") as fh:
+        fh.write("{not json\n")
+    assert run(["train", write_yaml(tmp_path / "cfg.yaml", raw)]) == 2
+    assert "train.jsonl: line 33: malformed JSON" in capsys.readouterr().err
