@@ -227,6 +227,14 @@ def test_translation_dicts_and_missing_language(tmp_path):
     with pytest.raises(UserError, match="set data.source_lang and data.target_lang"):
         config.from_dict(base_config(tmp_path, good, None))
 
+    # predict input: translation dicts without the target, or plain `source` rows
+    cfg = config.from_dict(raw)
+    inp = write_lines(tmp_path / "p.jsonl", [json.dumps({"translation": {"en": "a dog"}}),
+                                             json.dumps({"translation": {"en": ""}})])
+    assert Seq2SeqTask(cfg).load("predict", inp)["predict"]["source"] == ["a dog", ""]
+    inp = write_lines(tmp_path / "p2.jsonl", [json.dumps({"source": "a cat"})])
+    assert Seq2SeqTask(cfg).load("predict", inp)["predict"]["source"] == ["a cat"]
+
 
 def test_missing_column_and_prefix_and_truncation(tmp_path, caplog):
     from tasks.seq2seq import Seq2SeqTask
