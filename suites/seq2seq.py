@@ -115,7 +115,7 @@ class Seq2SeqSuiteTrainer(SuiteTrainer, transformers.Seq2SeqTrainer):
         model.eval()
         gc = self.generation_config(model, **gen_kwargs)
         columns = [c for c in ("input_ids", "attention_mask", "labels") if c in dataset.column_names]
-        data = {c: dataset[c] for c in columns}
+        data = {c: list(dataset[c]) for c in columns}
         with_loss = with_loss and "labels" in data
         n = len(dataset)
         order = sorted(range(n), key=lambda i: -len(data["input_ids"][i]))
@@ -165,7 +165,8 @@ class Seq2SeqSuiteTrainer(SuiteTrainer, transformers.Seq2SeqTrainer):
                 out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                             decoder_input_ids=decoder_inputs(model, labels))
                 count = int((labels != IGNORE_INDEX).sum())
-                loss = float(self.compute_loss_func(out, labels, num_items_in_batch=count)) * count
+                loss_fn = self.compute_loss_func or Seq2SeqLoss()
+                loss = float(loss_fn(out, labels, num_items_in_batch=count)) * count
                 del out
             seq = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                  generation_config=gc)
@@ -187,9 +188,9 @@ class Seq2SeqSuiteTrainer(SuiteTrainer, transformers.Seq2SeqTrainer):
         gen_time = time.perf_counter() - start
         hyps, refs = out["hypotheses"], None
         if TARGET_TEXT in dataset.column_names and "labels" in dataset.column_names:
-            refs = dataset[TARGET_TEXT]
+            refs = list(dataset[TARGET_TEXT])
         elif "labels" in dataset.column_names:
-            refs = decode_labels(self.processing_class, dataset["labels"])
+            refs = decode_labels(self.processing_class, list(dataset["labels"]))
         metrics = self.metrics_fn(hyps, refs, out["gen_lengths"]) if self.metrics_fn and refs is not None else {}
         if "loss" in out:
             metrics["loss"] = out["loss"]
@@ -205,7 +206,7 @@ class Seq2SeqSuiteTrainer(SuiteTrainer, transformers.Seq2SeqTrainer):
         metrics, hyps, refs = self._score(dataset, metric_key_prefix, True, gen_kwargs)
         if self.state.epoch is not None:
             metrics["epoch"] = self.state.epoch
-        sources = dataset[SOURCE_TEXT] if SOURCE_TEXT in dataset.column_names else [""] * len(hyps)
+        sources = list(dataset[SOURCE_TEXT]) if SOURCE_TEXT in dataset.column_names else [""] * len(hyps)
         self.write_predictions(f"{metric_key_prefix}_step{self.state.global_step}.jsonl", sources,
                                refs or [""] * len(hyps), hyps)
         self.log(metrics)
