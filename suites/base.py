@@ -70,9 +70,28 @@ class SuiteTrainer(Trainer):
     """transformers.Trainer plus throughput/memory logging and results.json."""
 
     def __init__(self, *args, suite_cfg=None, **kwargs):
+        from .reliability import callbacks_for
+
         super().__init__(*args, **kwargs)
         self.suite_cfg = suite_cfg
+        for cb in callbacks_for(suite_cfg):  # signals, non-finite steps (suites/reliability.py)
+            self.add_callback(cb)
         self._last_log = (time.perf_counter(), 0, 0)  # time, tokens seen, step
+
+    # -- reliability (suites/reliability.py) -----------------------------------
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        from .reliability import NonFiniteGuard, find_callback
+
+        guard = find_callback(self, NonFiniteGuard)
+        if guard is not None:
+            guard.observe_loss(loss)
+        return loss
+
+    def _save_checkpoint(self, model, trial):
+        from .reliability import save_checkpoint_atomically
+
+        save_checkpoint_atomically(self, super()._save_checkpoint, model, trial)
 
     # -- logging -------------------------------------------------------------
     def log(self, logs: dict, start_time: float | None = None) -> None:

@@ -25,7 +25,9 @@ EPILOG = """examples:
   trainsuite predict configs/demo.yaml model.name_or_path=runs/demo --input rows.jsonl --output preds.jsonl
 
 Any config key can be overridden as dotted.key=value (the value is read as YAML).
-Exit codes: 0 success, 2 a mistake in the config, data or command line."""
+Exit codes: 0 success, 2 a mistake in the config, data or command line,
+3 stopped by SIGTERM/SIGINT after saving a checkpoint (continue with --resume),
+4 stopped by a non-finite loss or gradient (nonfinite: stop)."""
 
 
 def parser() -> argparse.ArgumentParser:
@@ -70,6 +72,7 @@ def run(argv=None) -> int:
     args = parser().parse_args(argv)
     # bitsandbytes warns at import about an optional CPU kernel package; 4/8-bit works without it
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    from .reliability import RunStopped  # imports transformers (and so bitsandbytes): after the line above
     from . import config
 
     try:
@@ -92,6 +95,9 @@ def run(argv=None) -> int:
             results = runner.predict(cfg, args.input, args.output)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except RunStopped as exc:
+        print(f"stopped: {exc}", file=sys.stderr)
         return exc.exit_code
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(results, indent=2, sort_keys=True))

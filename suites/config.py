@@ -120,6 +120,9 @@ class RunConfig:
     task: Literal["classification", "seq2seq", "sft"]  # the task family
     output_dir: str = "runs/default"  # checkpoints, model, results.json, predictions, reports
     seed: int = 42  # seeds model init, data order and dropout
+    # a non-finite (NaN/inf) loss or gradient: "stop" ends the run naming the step and keeps the last
+    # good checkpoint; "skip" drops that update and counts it (results.json: nonfinite_steps_skipped)
+    nonfinite: Literal["stop", "skip"] = "stop"
     model: ModelConfig = field(default_factory=ModelConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     data: DataConfig = field(default_factory=DataConfig)

@@ -77,23 +77,29 @@ def build(cfg, mode: str, predict_input: str | None = None):
 
 
 def train(cfg, overwrite: bool = False, resume=None) -> dict:
+    from . import reliability
+
     guard_output_dir(cfg, overwrite, resume)
+    resume = reliability.resolve_resume(cfg.output_dir, resume)
+    if resume and cfg.tokenizer.train_from_data:
+        # a retrained tokenizer may number tokens differently: resume with the checkpoint's own
+        cfg.tokenizer.train_from_data, cfg.tokenizer.name_or_path = False, resume
     family, task, tokenizer, trainer, data = build(cfg, "train")
     counts = parameter_counts(trainer.model)
     log.info("model: %s parameters, %s trainable", f"{counts['params_total']:,}",
              f"{counts['params_trainable']:,}")
     _save_config(cfg)
     start = time.perf_counter()
-    if resume is True:
-        resume = _latest_checkpoint(cfg.output_dir)
-    out = trainer.train(resume_from_checkpoint=resume or None)
+    out = trainer.train(resume_from_checkpoint=resume)
     runtime = time.perf_counter() - start
+    stopped_extra = reliability.raise_if_stopped(trainer, cfg)  # a signal or a non-finite step
     trainer.save_model()
     trainer.save_state()
     metrics = dict(out.metrics)
     if "eval" in data:
         metrics.update(trainer.evaluate())
-    extra = {"num_train_samples": len(data["train"]), "train_runtime_s": round(runtime, 3), **counts}
+    extra = {"num_train_samples": len(data["train"]), "train_runtime_s": round(runtime, 3), **counts,
+             **stopped_extra}
     return trainer.write_results(metrics, extra)
 
 
@@ -125,11 +131,3 @@ def _save_config(cfg) -> None:
     with open(os.path.join(cfg.output_dir, "run_config.yaml"), "w") as fh:
         yaml.safe_dump(cfg.to_dict(), fh, sort_keys=False)
 
-
-def _latest_checkpoint(output_dir: str):
-    from transformers.trainer_utils import get_last_checkpoint
-
-    last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
-    if last is None:
-        raise UserError(f"--resume: no checkpoint in {output_dir}")
-    return last
