@@ -58,7 +58,7 @@ def validate(cfg) -> None:
     if cfg.sft.packing and cfg.task != "sft":
         raise UserError(f"config: sft.packing applies to task: sft, not task: {cfg.task}")
     if cfg.task == "sft":
-        from .sft import validate_sft
+        from .sft_checks import validate_sft
 
         validate_sft(cfg)
     if cfg.tokenizer.train_from_data and cfg.data.train is None:
