@@ -21,6 +21,10 @@ from .family import Family
 from .modeling import apply_peft, load_model
 
 
+# classification heads across architectures: never quantized, always trained
+HEAD_MODULES = ("classifier", "score", "pre_classifier", "pooler")
+
+
 class ClassificationLoss:
     def __init__(self, problem_type: str, class_weights=None, label_smoothing: float = 0.0):
         self.problem_type = problem_type
@@ -66,7 +70,8 @@ class ClassificationFamily(Family):
             updates["id2label"] = dict(enumerate(task.labels))
             updates["label2id"] = dict(task.label2id)
         kwargs = {} if self.cfg.model.from_config else {"ignore_mismatched_sizes": True}
-        model = load_model(self.cfg, AutoModelForSequenceClassification, tokenizer, updates, **kwargs)
+        model = load_model(self.cfg, AutoModelForSequenceClassification, tokenizer, updates,
+                           keep_full_precision=HEAD_MODULES, **kwargs)
         return apply_peft(self.cfg, model, "SEQ_CLS")
 
     def collator(self, tokenizer, task):

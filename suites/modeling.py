@@ -60,20 +60,23 @@ def compute_dtype() -> torch.dtype:
     return torch.float32
 
 
-def quantization_config(cfg):
+def quantization_config(cfg, keep_full_precision=None):
+    """`keep_full_precision`: module names left unquantized (a new task head must train)."""
     q = cfg.quantization
     if q is None:
         return None
     from transformers import BitsAndBytesConfig
 
+    skip = list(keep_full_precision) if keep_full_precision else None
     if q.bits == 8:
-        return BitsAndBytesConfig(load_in_8bit=True)
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=q.quant_type,
                               bnb_4bit_use_double_quant=q.double_quant,
-                              bnb_4bit_compute_dtype=compute_dtype())
+                              bnb_4bit_compute_dtype=compute_dtype(), llm_int8_skip_modules=skip)
 
 
-def load_model(cfg, auto_cls, tokenizer, config_updates: dict | None = None, **kwargs):
+def load_model(cfg, auto_cls, tokenizer, config_updates: dict | None = None, keep_full_precision=None,
+               **kwargs):
     """A model from `model.from_config` (random init) or `model.name_or_path` (pretrained)."""
     from transformers import AutoConfig
 
@@ -98,7 +101,7 @@ def load_model(cfg, auto_cls, tokenizer, config_updates: dict | None = None, **k
         name = resolve(m.name_or_path)
         if name and os.path.isfile(os.path.join(name, "adapter_config.json")):
             return load_adapter_model(cfg, auto_cls, tokenizer, name, **kwargs)
-        qc = quantization_config(cfg)
+        qc = quantization_config(cfg, keep_full_precision)
         if qc is not None:
             kwargs["quantization_config"] = qc
             kwargs.setdefault("dtype", compute_dtype())

@@ -20,6 +20,7 @@ from .base import Task, where
 from .metrics import classification as M
 
 log = logging.getLogger("trainsuite")
+LABEL_FILE = "label_map.json"  # beside the model: the label order, also for adapter-only runs
 SINGLE, MULTI, REGRESSION = "single_label_classification", "multi_label_classification", "regression"
 
 
@@ -91,12 +92,21 @@ class ClassificationTask(Task):
         if "train" in splits and self.problem_type == SINGLE:
             self.class_weights = self._class_weights(splits["train"][d.label_column])
         log.info("classification: %s, %d labels %s", self.problem_type, len(self.labels), self.labels[:10])
+        if "train" in splits and int(os.environ.get("RANK", "0")) == 0:
+            os.makedirs(self.cfg.output_dir, exist_ok=True)
+            with open(os.path.join(self.cfg.output_dir, LABEL_FILE), "w") as fh:
+                json.dump({"problem_type": self.problem_type, "labels": self.labels}, fh, indent=1)
 
     def _checkpoint_labels(self):
         """(problem_type, labels) from a fine-tuned checkpoint's config.json, if it has a head."""
         from suites.modeling import resolve
 
         path = resolve(self.cfg.model.name_or_path) if self.cfg.model.name_or_path else None
+        label_file = os.path.join(path, LABEL_FILE) if path else None
+        if label_file and os.path.isfile(label_file):  # written by our training runs (LoRA ones too)
+            with open(label_file) as fh:
+                saved = json.load(fh)
+            return saved["problem_type"], saved["labels"]
         cfg_file = os.path.join(path, "config.json") if path else None
         if not cfg_file or not os.path.isfile(cfg_file):
             return None
