@@ -145,8 +145,10 @@ class InstructionTask(Task):
 
     def check(self, ds, key, spec) -> None:
         fmt = data_format(self.cfg, ds.column_names, key)
-        if self.format is None or key != "predict":
-            self.format = self.format or fmt
+        if self.format is not None and fmt != self.format and key != "predict":
+            raise UserError(f"{key}: {spec}: data format {fmt} differs from the training data's {self.format}; "
+                            "use one format (or set data.format)")
+        self.format = self.format or fmt
         need = (PREDICT_COLUMNS if key == "predict" else COLUMNS)[fmt]
         for col in need:
             if col not in ds.column_names:

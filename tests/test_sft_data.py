@@ -21,7 +21,7 @@ def tokenizer():
 
 
 def _task(tmp_path, rows, tokenizer, split="train", **sections):
-    cfg = config.from_dict(sft_config(tmp_path, rows, **sections))
+    cfg = config.from_dict(sft_config(tmp_path, rows, rows, **sections))
     task = InstructionTask(cfg)
     splits = task.load("train")
     task.setup(splits, tokenizer)
@@ -129,3 +129,9 @@ def test_generation_prompts_end_with_the_assistant_header(tmp_path, tokenizer):
     task, _ = _task(tmp_path, [{"messages": CONV}] * 2, tokenizer)
     prompt, ref = task.generation_rows["train"][0]
     assert prompt.endswith("<|im_start|>user\nblue<|im_end|>\n<|im_start|>assistant\n") and ref == "dog"
+
+
+def test_eval_in_another_format_than_train_fails(tmp_path, tokenizer):
+    raw = sft_config(tmp_path, chat_rows(2), [{"text": "red cat"}])
+    with pytest.raises(UserError, match="data format text differs from the training data's messages"):
+        InstructionTask(config.from_dict(raw)).load("train")
