@@ -164,6 +164,22 @@ def test_label_padding_never_reaches_decode(t5_run, monkeypatch):
     assert decode_labels(tokenizer, batch["labels"]) == ["a b c d e", "a"]
 
 
+def test_fine_tune_from_a_checkpoint_dir(t5_run):
+    """model.name_or_path: the checkpoint's own tokenizer, and the gentler pretrained defaults."""
+    tmp, path, _ = t5_run
+    out = tmp / "finetuned"
+    overrides = [f"output_dir={out}", f"model.name_or_path={tmp / 'run'}", "model.from_config=null",
+                 "tokenizer.train_from_data=false", "train.num_train_epochs=1", "train.load_best_model_at_end=false"]
+    assert cli.run(["train", path, *overrides, "--quiet"]) == 0
+    args = torch.load(out / "training_args.bin", weights_only=False)
+    assert args.learning_rate == 3e-3  # the config's own rate wins over the family default
+    from suites.seq2seq import Seq2SeqFamily
+
+    cfg = config.load(path, overrides[1:4])
+    assert Seq2SeqFamily(cfg).defaults["learning_rate"] == 5e-5
+    assert "eval_bleu" in json.loads((out / "results.json").read_text())
+
+
 def test_early_stopping_on_bleu(t5_run):
     """metric_for_best_model: bleu drives EarlyStoppingCallback through the generation-based evaluate."""
     from transformers import EarlyStoppingCallback
