@@ -120,9 +120,9 @@ class RunConfig:
     task: Literal["classification", "seq2seq", "sft"]  # the task family
     output_dir: str = "runs/default"  # checkpoints, model, results.json, predictions, reports
     seed: int = 42  # seeds model init, data order and dropout
-    # a non-finite (NaN/inf) loss or gradient: "stop" ends the run naming the step and keeps the last
-    # good checkpoint; "skip" drops that update and counts it (results.json: nonfinite_steps_skipped)
-    nonfinite: Literal["stop", "skip"] = "stop"
+    # "stop" ends the run (exit 4) naming the step, keeping the last good checkpoint; "skip" drops
+    # that update and counts it in results.json (nonfinite_steps_skipped)
+    nonfinite: Literal["stop", "skip"] = "stop"  # on a NaN/inf loss or gradient: stop | skip the step
     model: ModelConfig = field(default_factory=ModelConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -153,6 +153,26 @@ _Loader.add_implicit_resolver(
     |[-+]?\.(?:inf|Inf|INF)
     |\.(?:nan|NaN|NAN))$""", re.X),
     list("-+0123456789."))
+
+
+def _checked(tag):
+    """PyYAML raises a bare ValueError for a scalar that looks like a float or date but is not one
+    (`._`, `2001-13-45`); report it as a YAML error with its line instead."""
+    construct = _Loader.yaml_constructors[tag]
+
+    def wrapped(loader, node):
+        try:
+            return construct(loader, node)
+        except (ValueError, OverflowError) as exc:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read {node.value!r} as {tag.rsplit(':', 1)[-1]} ({exc})",
+                node.start_mark) from None
+
+    _Loader.add_constructor(tag, wrapped)
+
+
+for _tag in ("tag:yaml.org,2002:float", "tag:yaml.org,2002:int", "tag:yaml.org,2002:timestamp"):
+    _checked(_tag)
 
 
 def yaml_load(text):
@@ -191,22 +211,22 @@ def _describe(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def _build(cls, raw: Any, where: str):
+def _build(cls, raw: Any, where: str):  # keys are echoed with !r: one line whatever they hold
     if not isinstance(raw, dict):
-        raise UserError(f"config: '{where or 'top level'}' must be a mapping, got {type(raw).__name__}")
+        raise UserError(f"config: {where or 'top level'!r} must be a mapping, got {type(raw).__name__}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
     for key, value in raw.items():
         path = f"{where}.{key}" if where else str(key)
         if key not in names or key == "source_path":
-            raise UserError(f"config: unknown key '{path}'{did_you_mean(str(key), names)}")
+            raise UserError(f"config: unknown key {path!r}{did_you_mean(str(key), names)}")
         tp = hints[key]
         sub = _dataclass_of(tp)
         if sub is not None and value is not None:
             kwargs[key] = _build(sub, {} if value is True else value, path)
         elif not _type_ok(value, tp):
-            raise UserError(f"config: '{path}' must be {_describe(tp)}, got {value!r}")
+            raise UserError(f"config: {path!r} must be {_describe(tp)}, got {value!r}")
         else:
             kwargs[key] = value
     missing = [f.name for f in dataclasses.fields(cls)
@@ -227,10 +247,10 @@ def _dataclass_of(tp):
 def parse_override(text: str) -> tuple[list[str], Any]:
     """`a.b.c=value` -> (['a','b','c'], value parsed as YAML)."""
     if "=" not in text:
-        raise UserError(f"override '{text}': expected dotted.key=value")
+        raise UserError(f"override {text!r}: expected dotted.key=value")
     key, value = text.split("=", 1)
     if not key or any(not p for p in key.split(".")):
-        raise UserError(f"override '{text}': empty key")
+        raise UserError(f"override {text!r}: empty key")
     try:
         parsed = yaml_load(value) if value != "" else ""
     except yaml.YAMLError:
@@ -246,7 +266,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             if node.get(k) is None:
                 node[k] = {}
             if not isinstance(node[k], dict):
-                raise UserError(f"override '{text}': '{'.'.join(keys[:i + 1])}' is not a mapping")
+                raise UserError(f"override {text!r}: {'.'.join(keys[:i + 1])!r} is not a mapping")
             node = node[k]
         node[keys[-1]] = value
     return raw

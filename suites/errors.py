@@ -10,5 +10,6 @@ class UserError(Exception):
 def did_you_mean(word: str, choices) -> str:
     import difflib
 
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    # str(): a YAML key may be a number or null
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""

@@ -54,15 +54,23 @@ def _read_text(path: str) -> str:
         raise _decode_error(path, exc, raw) from None
 
 
+def _lines(text: str) -> list[str]:
+    """Lines as an editor counts them: str.splitlines() would also split inside text at U+2028,
+    U+0085, form feeds and the like, which JSON strings and CSV fields may hold."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
 def read_jsonl(path: str) -> list[dict]:
     rows = []
-    for n, line in enumerate(_read_text(path).splitlines(), 1):
+    for n, line in enumerate(_lines(_read_text(path)), 1):
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             raise UserError(f"{path}: line {n}: malformed JSON ({exc.msg} at column {exc.colno})") from None
+        except RecursionError:
+            raise UserError(f"{path}: line {n}: JSON nested too deeply") from None
         if not isinstance(obj, dict):
             raise UserError(f"{path}: line {n}: expected a JSON object, got {type(obj).__name__}")
         obj[LINE] = n
@@ -78,6 +86,8 @@ def read_json(path: str) -> list[dict]:
         if exc.msg == "Extra data":  # JSON Lines saved with a .json name
             return read_jsonl(path)
         raise UserError(f"{path}: line {exc.lineno}: malformed JSON ({exc.msg})") from None
+    except RecursionError:
+        raise UserError(f"{path}: JSON nested too deeply") from None
     if isinstance(obj, dict) and "data" in obj and isinstance(obj["data"], list):
         obj = obj["data"]
     if not isinstance(obj, list) or not all(isinstance(r, dict) for r in obj):
@@ -86,16 +96,25 @@ def read_json(path: str) -> list[dict]:
 
 
 def read_delimited(path: str, delimiter: str) -> list[dict]:
-    lines = _read_text(path).splitlines()
-    reader = csv.reader(lines, delimiter=delimiter,
-                        quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL)
+    reader = _csv_reader(_read_text(path), delimiter)
     try:
         header = next(reader)
     except StopIteration:
         raise UserError(f"{path}: empty file (expected a header line)") from None
+    except csv.Error as exc:
+        raise UserError(f"{path}: line 1: malformed header ({exc})") from None
     header = [h.strip() for h in header]
+    twice = [h for i, h in enumerate(header) if h in header[:i]]
+    if twice:
+        raise UserError(f"{path}: line 1: column {twice[0]!r} appears twice in the header")
     rows = []
-    for fields in reader:
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            raise UserError(f"{path}: line {reader.line_num}: malformed row ({exc})") from None
         n = reader.line_num
         if not any(f.strip() for f in fields):
             continue
@@ -106,6 +125,14 @@ def read_delimited(path: str, delimiter: str) -> list[dict]:
         row[LINE] = n
         rows.append(row)
     return rows
+
+
+def _csv_reader(text: str, delimiter: str):
+    import io as stdio
+
+    # newline="": quoted fields keep their line breaks, and line_num counts physical lines
+    return csv.reader(stdio.StringIO(text, newline=""), delimiter=delimiter,
+                      quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL)
 
 
 def read_lines(path: str) -> list[str]:
@@ -160,7 +187,7 @@ def load_split(spec: Any, key: str, split: str):
     import datasets
 
     if is_local(spec):
-        return datasets.Dataset.from_list(read_records(spec, key))
+        return _dataset(read_records(spec, key), spec, key)
     if isinstance(spec, str):
         name, _, hub_split = spec.partition(":")
         kwargs = {"path": name, "split": hub_split or split}
@@ -176,6 +203,55 @@ def load_split(spec: Any, key: str, split: str):
     return ds
 
 
+def _kind(v) -> str:
+    if isinstance(v, bool):
+        return "true/false"
+    if isinstance(v, (int, float)):
+        return "a number"
+    return {str: "text", list: "a list", dict: "an object"}.get(type(v), type(v).__name__)
+
+
+def _bad_text(v) -> bool:
+    if isinstance(v, str):
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(v, list):
+        return any(_bad_text(x) for x in v)
+    if isinstance(v, dict):
+        return any(_bad_text(x) for x in v.values()) or any(_bad_text(k) for k in v)
+    return False
+
+
+def _dataset(rows: list[dict], spec: Any, key: str):
+    """datasets.Dataset from records; what Arrow refuses is reported with its file, line and field."""
+    import datasets
+    import pyarrow as pa
+
+    try:
+        return datasets.Dataset.from_list(rows)
+    except (pa.ArrowException, UnicodeEncodeError, OverflowError, TypeError, ValueError) as exc:
+        where = spec if isinstance(spec, str) else key
+        first = {}
+        for row in rows:
+            n = row.get(LINE, "?")
+            for col, v in row.items():
+                if _bad_text(v):
+                    raise UserError(f"{where}: line {n}: field '{col}' holds a lone surrogate escape "
+                                    "(\\ud800-\\udfff), not valid Unicode text") from None
+                if v is None or col == LINE:
+                    continue
+                if col not in first:
+                    first[col] = (_kind(v), n)
+                elif _kind(v) != first[col][0]:
+                    raise UserError(f"{where}: line {n}: field '{col}' is {_kind(v)} here but {first[col][0]} "
+                                    f"on line {first[col][1]}; use one type per field") from None
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{where}: the records do not form a table ({detail})") from None
+
+
 def peek_columns(spec: Any, key: str) -> set[str] | None:
     """Column names of a local file, read from its header or first records; None for hub data."""
     if not is_local(spec):
@@ -184,9 +260,12 @@ def peek_columns(spec: Any, key: str) -> set[str] | None:
         return set(spec)
     path = os.path.expanduser(spec)
     kind = file_kind(path)
-    if kind in ("csv", "tsv"):
-        header = _read_text(path).split("\n", 1)[0]
-        return {h.strip() for h in header.split("\t" if kind == "tsv" else ",")}
+    if kind in ("csv", "tsv"):  # the header as read_delimited reads it (quoted names included)
+        try:
+            header = next(_csv_reader(_read_text(path), "\t" if kind == "tsv" else ","), [])
+        except csv.Error as exc:
+            raise UserError(f"{path}: line 1: malformed header ({exc})") from None
+        return {h.strip() for h in header}
     if kind == "parquet":
         import pyarrow.parquet as pq
 
