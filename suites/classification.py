@@ -78,7 +78,7 @@ class ClassificationFamily(Family):
         return ClassificationCollator(tokenizer, pad_to_multiple_of=8 if torch.cuda.is_available() else None)
 
     def trainer_kwargs(self, tokenizer, task) -> dict:
-        loss = ClassificationLoss(task.problem_type, task.class_weights, self.cfg.loss.label_smoothing)
+        loss = ClassificationLoss(task.problem_type, task.class_weights, self.cfg.loss.label_smoothing or 0.0)
         return {"compute_metrics": task.compute_metrics, "compute_loss_func": loss}
 
     def predict_rows(self, trainer, task, dataset, tokenizer) -> list[dict]:

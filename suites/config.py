@@ -71,7 +71,7 @@ class DataConfig:
 @dataclass
 class LossConfig:
     class_weights: Union[str, list, None] = None  # "auto" or one weight per class
-    label_smoothing: float = 0.0
+    label_smoothing: Optional[float] = None  # default: 0.1 for seq2seq from scratch, else 0
     multi_label_threshold: float = 0.5
 
 

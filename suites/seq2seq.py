@@ -251,7 +251,7 @@ class Seq2SeqFamily(Family):
     @property
     def defaults(self) -> dict:
         # From scratch a transformer needs a high peak rate after a warmup; a pretrained checkpoint
-        # is fine-tuned gently. Label smoothing is loss.label_smoothing (0.1 recommended from scratch).
+        # is fine-tuned gently. Label smoothing (loss.label_smoothing) defaults to 0.1 from scratch.
         scratch = self.cfg.model.from_config is not None
         return {"learning_rate": 5e-4 if scratch else 5e-5, "warmup_steps": 0.1 if scratch else 0.0,
                 "weight_decay": 0.01, "lr_scheduler_type": "linear",
@@ -281,7 +281,10 @@ class Seq2SeqFamily(Family):
         return Seq2SeqCollator(tokenizer, pad_to_multiple_of=8 if torch.cuda.is_available() else None)
 
     def trainer_kwargs(self, tokenizer, task) -> dict:
-        return {"compute_loss_func": Seq2SeqLoss(self.cfg.loss.label_smoothing),
+        smoothing = self.cfg.loss.label_smoothing
+        if smoothing is None:
+            smoothing = 0.1 if self.cfg.model.from_config is not None else 0.0
+        return {"compute_loss_func": Seq2SeqLoss(smoothing),
                 "generation": self.cfg.generation, "metrics_fn": task.generation_metrics}
 
     def predict_rows(self, trainer, task, dataset, tokenizer) -> list[dict]:

@@ -42,6 +42,8 @@ def validate(cfg) -> None:
             raise UserError(f"config: unknown key 'train.{key}' (not a TrainingArguments field)"
                             f"{did_you_mean(key, names)}")
 
+    if "label_smoothing_factor" in cfg.train:  # our families compute their own loss
+        raise UserError("config: use loss.label_smoothing instead of train.label_smoothing_factor")
     model_type = _model_type(cfg)
     if cfg.train.get("fp16") and model_type in T5_FAMILY:
         raise UserError(f"config: train.fp16 with a {model_type} model gives NaN losses "
