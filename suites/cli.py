@@ -81,6 +81,9 @@ def run(argv=None) -> int:
 
             print(json.dumps(merge(args.run_dir, args.output), indent=2))
             return 0
+        if isinstance(getattr(args, "resume", None), str) and "=" in args.resume and not os.path.isdir(args.resume):
+            # `--resume key=value`: argparse took an override for the optional CHECKPOINT
+            args.overrides, args.resume = [*args.overrides, args.resume], True
         cfg = config.load(args.config, args.overrides)
         if args.command == "predict" and not os.path.isfile(args.input):
             raise UserError(f"--input: file not found: {args.input}")

@@ -79,6 +79,9 @@ def build(cfg, mode: str, predict_input: str | None = None):
 def train(cfg, overwrite: bool = False, resume=None) -> dict:
     from . import reliability
 
+    # the config's way to say --resume: train.resume_from_checkpoint: true | PATH (a TrainingArguments field)
+    from_config = cfg.train.pop("resume_from_checkpoint", None)
+    resume = resume if resume is not None else from_config
     guard_output_dir(cfg, overwrite, resume)
     resume = reliability.resolve_resume(cfg.output_dir, resume)
     if resume and cfg.tokenizer.train_from_data:

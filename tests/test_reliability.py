@@ -76,6 +76,10 @@ def test_resume_refuses_missing_or_incomplete(tmp_path, cls_config, capsys):
     cfg = write_yaml(tmp_path / "c.yaml", exact_config(cls_config, tmp_path / "r"))
     assert run(["train", cfg, "--resume"]) == 2
     assert "no complete checkpoint" in capsys.readouterr().err
+    assert run(["train", cfg, "train.resume_from_checkpoint=true"]) == 2  # the config's --resume
+    assert "no complete checkpoint" in capsys.readouterr().err
+    assert run(["train", cfg, "--resume", "seed=3"]) == 2  # an override after --resume is no CHECKPOINT
+    assert "no complete checkpoint" in capsys.readouterr().err
     bad = tmp_path / "r" / "checkpoint-3"
     bad.mkdir(parents=True)
     assert run(["train", cfg, "--resume", str(bad)]) == 2
