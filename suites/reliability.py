@@ -21,7 +21,6 @@ import os
 import re
 import shutil
 import signal
-import sys
 
 import torch
 from transformers import TrainerCallback
@@ -64,15 +63,20 @@ class GracefulStop(TrainerCallback):
         self.saved_step = None
         self._previous = {}
 
+    @staticmethod
+    def _say(text: str) -> None:
+        # os.write, not print: a handler may run in the middle of another write to sys.stderr
+        os.write(2, ("\n" + text + "\n").encode())
+
     def _handle(self, signum, frame):
         if self.received is not None:  # second signal: stop now, as if we had no handler
-            print(f"\n{signal.Signals(signum).name} again: stopping at once", file=sys.stderr, flush=True)
+            self._say(f"{signal.Signals(signum).name} again: stopping at once")
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return
         self.received = signum
-        print(f"\n{signal.Signals(signum).name} received: saving a checkpoint at the end of this step, "
-              "then stopping (send it again to stop at once)", file=sys.stderr, flush=True)
+        self._say(f"{signal.Signals(signum).name} received: saving a checkpoint at the end of this step, "
+                  "then stopping (send it again to stop at once)")
 
     def _stop_requested(self, args) -> bool:
         flag = self.received is not None
