@@ -69,7 +69,13 @@ def _setup_logging(quiet: bool) -> None:
 
 
 def run(argv=None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args, extra = p.parse_known_args(argv)
+    # overrides may also come after options (`predict c.yaml --input a --output b key=v`)
+    if extra and (not hasattr(args, "overrides") or any(x.startswith("-") or "=" not in x for x in extra)):
+        p.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     # bitsandbytes warns at import about an optional CPU kernel package; 4/8-bit works without it
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     from .reliability import RunStopped  # imports transformers (and so bitsandbytes): after the line above

@@ -78,3 +78,15 @@ def test_predict_input_missing(tmp_path, cls_config, capsys):
     cfg = write_yaml(tmp_path / "c.yaml", cls_config)
     assert run(["predict", cfg, "--input", str(tmp_path / "nope.jsonl"), "--output", "x.jsonl"]) == 2
     assert "--input: file not found" in capsys.readouterr().err
+
+
+def test_overrides_after_options(tmp_path, cls_config, capsys):
+    cfg = write_yaml(tmp_path / "c.yaml", cls_config)
+    # an override after --input/--output is read as an override (here it points at a missing model dir)
+    inp = write_jsonl(tmp_path / "in.jsonl", [{"text": "a"}])
+    code = run(["predict", cfg, "--input", inp, "--output", str(tmp_path / "o.jsonl"), "data.max_length=8"])
+    assert code == 2 and "no trained model" in capsys.readouterr().err
+    import pytest
+
+    with pytest.raises(SystemExit):
+        run(["predict", cfg, "--input", inp, "--output", "o.jsonl", "--bogus"])
