@@ -33,7 +33,12 @@ def is_local(spec: Any) -> bool:
 
 def check_exists(spec: Any, key: str) -> None:
     if isinstance(spec, dict) and "hub" not in spec:
+        if not spec:
+            raise UserError(f"{key}: an empty mapping; give a file path or {{source: FILE, target: FILE}}")
         for side, p in spec.items():
+            if not isinstance(side, str) or not isinstance(p, str):
+                raise UserError(f"{key}.{side}: expected a file path for each side of aligned text files, "
+                                f"got {p!r}")
             check_exists(p, f"{key}.{side}")
         return
     if is_local(spec) and not os.path.isfile(os.path.expanduser(spec)):
