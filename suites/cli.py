@@ -3,6 +3,8 @@
     trainsuite train   CONFIG.yaml [dotted.key=value ...] [--overwrite] [--resume [CHECKPOINT]]
     trainsuite eval    CONFIG.yaml [dotted.key=value ...]
     trainsuite predict CONFIG.yaml --input FILE --output FILE [dotted.key=value ...]
+    trainsuite report  RUN_DIR [RUN_DIR ...] [--output FILE]
+    trainsuite init    {classification,seq2seq,sft} [--output FILE]
 
 A user mistake (config, data, command line) prints one line `error: ...` and exits with 2.
 """
@@ -23,6 +25,9 @@ EPILOG = """examples:
   trainsuite train configs/demo.yaml train.learning_rate=3e-5 data.max_train_samples=200
   trainsuite eval configs/demo.yaml model.name_or_path=runs/demo
   trainsuite predict configs/demo.yaml model.name_or_path=runs/demo --input rows.jsonl --output preds.jsonl
+  trainsuite report runs/demo                      # rebuild runs/demo/report.html
+  trainsuite report runs/a runs/b --output ab.html # compare runs on one page
+  trainsuite init classification --output my.yaml  # a commented starter config
 
 Any config key can be overridden as dotted.key=value (the value is read as YAML).
 Exit codes: 0 success, 2 a mistake in the config, data or command line,
@@ -54,10 +59,23 @@ def parser() -> argparse.ArgumentParser:
     mg = sub.add_parser("merge", help="merge a LoRA run's adapter into its base model (a standalone model)")
     mg.add_argument("run_dir", help="run output_dir holding adapter_config.json")
     mg.add_argument("--output", required=True, help="directory for the merged model")
+    rp = sub.add_parser("report", help="rebuild a run's report.html from its files, or compare runs on one page")
+    rp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run output_dir (finished or interrupted)")
+    rp.add_argument("--output", help="the HTML page (default: RUN_DIR/report.html; comparison.html for several)")
+    it = sub.add_parser("init", help="write a commented starter config for a task family")
+    it.add_argument("family", choices=("classification", "seq2seq", "sft"))
+    it.add_argument("--output", help="file to write (default: print to stdout)")
+    it.add_argument("--force", action="store_true", help="replace --output if it exists")
     return p
 
 
 def _setup_logging(quiet: bool) -> None:
+    if quiet:  # no progress bars either: datasets' map/filter, transformers' downloads and Trainer
+        import datasets
+        import transformers
+
+        datasets.disable_progress_bars()
+        transformers.utils.logging.disable_progress_bar()
     level = logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
@@ -87,10 +105,14 @@ def run(argv=None) -> int:
 
             print(json.dumps(merge(args.run_dir, args.output), indent=2))
             return 0
+        if args.command in ("report", "init"):
+            return _report_or_init(args)
         if isinstance(getattr(args, "resume", None), str) and "=" in args.resume and not os.path.isdir(args.resume):
             # `--resume key=value`: argparse took an override for the optional CHECKPOINT
             args.overrides, args.resume = [*args.overrides, args.resume], True
         cfg = config.load(args.config, args.overrides)
+        if args.quiet:
+            cfg.train["disable_tqdm"] = True
         if args.command == "predict" and not os.path.isfile(args.input):
             raise UserError(f"--input: file not found: {args.input}")
         _setup_logging(args.quiet)
@@ -110,6 +132,26 @@ def run(argv=None) -> int:
         return exc.exit_code
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(results, indent=2, sort_keys=True))
+    return 0
+
+
+def _report_or_init(args) -> int:
+    if args.command == "init":
+        from .starter import write
+
+        text = write(args.family, args.output, args.force)
+        if args.output:
+            print(f"wrote {args.output}: edit data.train/data.eval, then `trainsuite train {args.output}`")
+        else:
+            print(text, end="")
+        return 0
+    from . import report
+
+    if len(args.run_dirs) == 1:
+        path = report.write_report(args.run_dirs[0], args.output)
+    else:
+        path = report.write_comparison(args.run_dirs, args.output or "comparison.html")
+    print(f"wrote {path}")
     return 0
 
 

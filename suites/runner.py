@@ -13,6 +13,7 @@ import time
 
 import transformers
 
+from . import report, tracking
 from .base import training_arguments
 from .errors import UserError
 from .family import family_for
@@ -91,6 +92,7 @@ def train(cfg, overwrite: bool = False, resume=None) -> dict:
     counts = parameter_counts(trainer.model)
     log.info("model: %s parameters, %s trainable", f"{counts['params_total']:,}",
              f"{counts['params_trainable']:,}")
+    tracking.attach(cfg, trainer, counts)  # report_to: MLflow's local store, config and counts logged
     _save_config(cfg)
     start = time.perf_counter()
     out = trainer.train(resume_from_checkpoint=resume)
@@ -103,13 +105,17 @@ def train(cfg, overwrite: bool = False, resume=None) -> dict:
         metrics.update(trainer.evaluate())
     extra = {"num_train_samples": len(data["train"]), "train_runtime_s": round(runtime, 3), **counts,
              **stopped_extra}
-    return trainer.write_results(metrics, extra)
+    results = trainer.write_results(metrics, extra)
+    report.after_run(cfg.output_dir, trainer.state.log_history, record_environment=True)
+    return results
 
 
 def evaluate(cfg) -> dict:
     family, task, tokenizer, trainer, data = build(cfg, "eval")
     metrics = trainer.evaluate()
-    return trainer.write_results(metrics, {"num_eval_samples": len(data["eval"])}, merge=True)
+    results = trainer.write_results(metrics, {"num_eval_samples": len(data["eval"])}, merge=True)
+    report.after_run(cfg.output_dir)  # the training curves from trainer_state.json, the new metrics
+    return results
 
 
 def predict(cfg, input_path: str, output_path: str) -> dict:

@@ -42,6 +42,9 @@ def validate(cfg) -> None:
             raise UserError(f"config: unknown key 'train.{key}' (not a TrainingArguments field)"
                             f"{did_you_mean(key, names)}")
 
+    from .tracking import check_report_to
+
+    check_report_to(cfg)  # report_to: tensorboard | mlflow must be installed
     if "label_smoothing_factor" in cfg.train:  # our families compute their own loss
         raise UserError("config: use loss.label_smoothing instead of train.label_smoothing_factor")
     model_type = _model_type(cfg)

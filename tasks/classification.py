@@ -40,6 +40,7 @@ class ClassificationTask(Task):
         self.problem_type = cfg.data.problem_type
         self.labels: list[str] = []  # id -> label name
         self.class_weights: list[float] | None = None
+        self.eval_texts: list[str] | None = None  # for eval_predictions.jsonl (the run report)
 
     # -- checks --------------------------------------------------------------
     def check(self, ds, key, spec) -> None:
@@ -187,6 +188,9 @@ class ClassificationTask(Task):
                         [str(t) for t in pair] if pair is not None else None,
                         truncation=True, max_length=d.max_length)
         columns = dict(enc)
+        if split == "eval":
+            self.eval_texts = [str(t) if pair is None else f"{t} || {p}"
+                               for t, p in zip(ds[d.text_column], pair if pair is not None else ds[d.text_column])]
         if split != "predict" or d.label_column in ds.column_names:
             columns["labels"] = self.encode_labels(ds, split)
         import datasets
@@ -204,7 +208,22 @@ class ClassificationTask(Task):
             return M.multi_label(logits, labels, self.cfg.loss.multi_label_threshold)
         metrics, cm = M.single_label(logits, labels, len(self.labels))
         self.save_confusion_matrix(cm)
+        self.save_eval_predictions(logits, labels)
         return metrics
+
+    def save_eval_predictions(self, logits, labels) -> None:
+        """OUTPUT_DIR/eval_predictions.jsonl: text, true and predicted label, confidence (for the report)."""
+        if int(os.environ.get("RANK", "0")) != 0 or self.eval_texts is None or len(self.eval_texts) != len(labels):
+            return
+        probs = M.softmax(logits)
+        path = os.path.join(self.cfg.output_dir, "eval_predictions.jsonl")
+        with open(path + ".tmp", "w", encoding="utf-8") as fh:
+            for text, y, p in zip(self.eval_texts, np.asarray(labels).reshape(-1), probs):
+                k = int(p.argmax())
+                fh.write(json.dumps({"text": text, "label": self.labels[int(y)], "predicted": self.labels[k],
+                                     "confidence": round(float(p[k]), 6), "p_label": round(float(p[int(y)]), 6)},
+                                    ensure_ascii=False) + "\n")
+        os.replace(path + ".tmp", path)
 
     def save_confusion_matrix(self, cm) -> None:
         if int(os.environ.get("RANK", "0")) != 0:

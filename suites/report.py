@@ -1,0 +1,563 @@
+"""The run report: one self-contained HTML page and the same figures as PNG files.
+
+    write_report(run_dir)              -> RUN_DIR/report.html and RUN_DIR/figures/*.png
+    write_comparison([run_dir, ...])   -> one page: curves overlaid, a table of final metrics
+
+Everything comes from files a run already writes (trainer_state.json, in the run dir or in its latest
+checkpoint-*, results.json, run_config.yaml, and the family's prediction files), so the report of an
+interrupted run can be rebuilt. Images are inline data: URIs; the page loads nothing from the network.
+"""
+
+from __future__ import annotations
+
+import base64
+import glob
+import html
+import io
+import json
+import logging
+import os
+import platform
+import re
+from dataclasses import dataclass, field
+
+from .errors import UserError
+
+log = logging.getLogger("trainsuite")
+
+ENV_FILE = "environment.json"
+PACKAGES = ("torch", "transformers", "trl", "peft", "datasets", "accelerate")
+TRAIN_SERIES = ("loss", "learning_rate", "grad_norm", "tokens_per_s", "samples_per_s", "peak_mem_gib",
+                "peak_rss_gib")
+# eval_* keys that are timings, not metrics
+EVAL_SKIP = ("eval_runtime", "eval_samples_per_second", "eval_steps_per_second", "eval_num_tokens")
+MAX_ROWS = 20
+MAX_CHARS = 400
+
+
+# ------------------------------------------------------------------ reading a run
+
+
+@dataclass
+class Run:
+    path: str
+    label: str
+    log_history: list = field(default_factory=list)
+    state_file: str | None = None
+    results: dict = field(default_factory=dict)
+    config_text: str | None = None
+    task: str | None = None
+    environment: dict | None = None
+    confusion: dict | None = None
+    cls_predictions: list | None = None  # classification: eval rows with text, label, predicted, confidence
+    generations: tuple | None = None  # (file name, column names, rows)
+
+
+def _read_json(path):
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return None
+
+
+def _read_jsonl(path, limit=None) -> list[dict]:
+    rows = []
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except ValueError:
+                        continue  # a half-written last line of an interrupted run
+                if limit and len(rows) >= limit:
+                    break
+    except OSError:
+        return []
+    return rows
+
+
+def _step_of(name: str) -> int:
+    m = re.search(r"(\d+)(?!.*\d)", os.path.basename(name))
+    return int(m.group(1)) if m else -1
+
+
+def find_state(run_dir: str) -> str | None:
+    """trainer_state.json of the run, or of its latest checkpoint when the run did not finish."""
+    own = os.path.join(run_dir, "trainer_state.json")
+    if os.path.isfile(own):
+        return own
+    ckpts = sorted(glob.glob(os.path.join(run_dir, "checkpoint-*", "trainer_state.json")),
+                   key=lambda p: _step_of(os.path.dirname(p)))
+    return ckpts[-1] if ckpts else None
+
+
+def load_run(run_dir: str, label: str | None = None, log_history: list | None = None) -> Run:
+    if not os.path.isdir(run_dir):
+        raise UserError(f"report: {run_dir}: no such directory")
+    run = Run(path=run_dir, label=label or os.path.basename(os.path.normpath(run_dir)))
+    run.state_file = find_state(run_dir)
+    if log_history is not None:
+        run.log_history = list(log_history)
+    elif run.state_file:
+        run.log_history = (_read_json(run.state_file) or {}).get("log_history", [])
+    run.results = _read_json(os.path.join(run_dir, "results.json")) or {}
+    if run.state_file is None and not run.results and log_history is None:
+        raise UserError(f"report: {run_dir}: no trainer_state.json (nor in a checkpoint-*) and no "
+                        "results.json; is it a trainsuite output_dir?")
+    cfg_path = os.path.join(run_dir, "run_config.yaml")
+    if os.path.isfile(cfg_path):
+        with open(cfg_path, encoding="utf-8") as fh:
+            run.config_text = fh.read()
+        m = re.search(r"^task:\s*(\w+)", run.config_text, re.M)
+        run.task = m.group(1) if m else None
+    run.task = run.results.get("task") or run.task
+    run.environment = _read_json(os.path.join(run_dir, ENV_FILE))
+    run.confusion = _read_json(os.path.join(run_dir, "confusion_matrix.json"))
+    preds = os.path.join(run_dir, "eval_predictions.jsonl")
+    if os.path.isfile(preds):
+        run.cls_predictions = _read_jsonl(preds)
+    run.generations = _generations(run_dir)
+    return run
+
+
+def _generations(run_dir: str):
+    steps = sorted(glob.glob(os.path.join(run_dir, "predictions", "eval_step*.jsonl")), key=_step_of)
+    if steps:  # seq2seq: the latest evaluation
+        return (os.path.relpath(steps[-1], run_dir), ("source", "reference", "hypothesis"),
+                _read_jsonl(steps[-1], MAX_ROWS))
+    sft = os.path.join(run_dir, "eval_generations.jsonl")
+    if os.path.isfile(sft):
+        return "eval_generations.jsonl", ("prompt", "reference", "prediction"), _read_jsonl(sft, MAX_ROWS)
+    return None
+
+
+def environment() -> dict:
+    from importlib import metadata
+
+    env = {"python": platform.python_version(), "platform": platform.platform()}
+    for name in PACKAGES:
+        try:
+            env[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            env[name] = "not installed"
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            n = torch.cuda.device_count()
+            env["device"] = f"{n} x {torch.cuda.get_device_name(0)}"
+        else:
+            env["device"] = f"cpu ({os.cpu_count()} cores)"
+    except Exception:  # a report must not fail on device probing
+        env["device"] = "unknown"
+    env["world_size"] = os.environ.get("WORLD_SIZE", "1")
+    return env
+
+
+# ------------------------------------------------------------------ series
+
+
+def train_series(history: list) -> dict:
+    """name -> (steps, values) for the training log lines."""
+    out = {}
+    for row in history:
+        if "loss" not in row and "learning_rate" not in row:
+            continue
+        for key in TRAIN_SERIES:
+            if isinstance(row.get(key), (int, float)):
+                out.setdefault(key, ([], []))
+                out[key][0].append(row.get("step", 0))
+                out[key][1].append(row[key])
+    return out
+
+
+def eval_series(history: list) -> dict:
+    """eval_<metric> -> (steps, values), in first-seen order."""
+    out = {}
+    for row in history:
+        for key, value in row.items():
+            if key.startswith("eval_") and key not in EVAL_SKIP and isinstance(value, (int, float)):
+                out.setdefault(key, ([], []))
+                out[key][0].append(row.get("step", 0))
+                out[key][1].append(value)
+    return out
+
+
+# ------------------------------------------------------------------ figures
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=100)
+    _plt().close(fig)
+    return buf.getvalue()
+
+
+def _style(ax, title, ylabel=None):
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("step", fontsize=8)
+    if ylabel:
+        ax.set_ylabel(ylabel, fontsize=8)
+    ax.tick_params(labelsize=8)
+    ax.grid(alpha=0.3)
+
+
+def _plot(ax, xs, ys, label, style="-", color=None):
+    marker = "o" if len(xs) <= 12 else None
+    ax.plot(xs, ys, style, marker=marker, markersize=3, label=label, color=color)
+
+
+def _curves(runs: list, colors: list) -> list:
+    """(file name, title, png bytes) for loss, learning rate, throughput, memory and eval metrics;
+    one run or several overlaid (one color per run)."""
+    plt = _plt()
+    many = len(runs) > 1
+    trains = [train_series(r.log_history) for r in runs]
+    evals = [eval_series(r.log_history) for r in runs]
+    figs = []
+
+    if any("loss" in t or "eval_loss" in e for t, e in zip(trains, evals)):
+        fig, ax = plt.subplots(figsize=(6, 3.4))
+        for r, t, e, c in zip(runs, trains, evals, colors):
+            pre = f"{r.label} " if many else ""
+            if "loss" in t:
+                _plot(ax, *t["loss"], f"{pre}train", "-", c)
+            if "eval_loss" in e:
+                _plot(ax, *e["eval_loss"], f"{pre}eval", "--", c)
+        _style(ax, "loss", "loss")
+        ax.legend(fontsize=7)
+        figs.append(("loss.png", "Loss (train solid, eval dashed)", _png(fig)))
+
+    def single(key, name, title, ylabel):
+        if not any(key in t for t in trains):
+            return
+        fig, ax = plt.subplots(figsize=(6, 3.4))
+        for r, t, c in zip(runs, trains, colors):
+            if key in t:
+                _plot(ax, *t[key], r.label, "-", c)
+        _style(ax, title, ylabel)
+        if many:
+            ax.legend(fontsize=7)
+        figs.append((name, title, _png(fig)))
+
+    single("learning_rate", "learning_rate.png", "Learning rate", "lr")
+    if any("tokens_per_s" in t or "samples_per_s" in t for t in trains):
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+        for ax, key, title in zip(axes, ("tokens_per_s", "samples_per_s"), ("tokens/s (real, non-pad)", "samples/s")):
+            for r, t, c in zip(runs, trains, colors):
+                if key in t:
+                    _plot(ax, *t[key], r.label, "-", c)
+            _style(ax, title)
+            if many:
+                ax.legend(fontsize=7)
+        figs.append(("throughput.png", "Throughput per logging interval (an interval with an evaluation "
+                     "or a checkpoint in it counts that time too)", _png(fig)))
+    mem = next((k for k in ("peak_mem_gib", "peak_rss_gib") if any(k in t for t in trains)), None)
+    if mem:
+        single(mem, "memory.png", "Peak GPU memory (GiB)" if mem == "peak_mem_gib" else "Peak process memory, RSS (GiB)",
+               "GiB")
+
+    metrics = []
+    for e in evals:
+        metrics += [k for k in e if k != "eval_loss" and k not in metrics]
+    if metrics:
+        ncols = min(3, len(metrics))
+        nrows = (len(metrics) + ncols - 1) // ncols
+        fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols + 0.4, 2.5 * nrows + 0.3), squeeze=False)
+        for i, key in enumerate(metrics):
+            ax = axes[i // ncols][i % ncols]
+            for r, e, c in zip(runs, evals, colors):
+                if key in e:
+                    _plot(ax, *e[key], r.label, "-", c)
+            _style(ax, key[len("eval_"):])
+            if many and i == 0:
+                ax.legend(fontsize=7)
+        for j in range(len(metrics), nrows * ncols):
+            axes[j // ncols][j % ncols].set_visible(False)
+        figs.append(("eval_metrics.png", "Evaluation metrics over training", _png(fig)))
+    return figs
+
+
+def _confusion_png(confusion: dict) -> bytes | None:
+    import tempfile
+
+    import numpy as np
+
+    from tasks.metrics.plots import confusion_matrix_png
+
+    cm, labels = confusion.get("matrix"), confusion.get("labels")
+    if not cm or not labels:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "cm.png")
+        confusion_matrix_png(np.array(cm), labels, path)
+        with open(path, "rb") as fh:
+            return fh.read()
+
+
+def _colors(n: int) -> list:
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10"]
+    return [cmap(i % 10) for i in range(n)]
+
+
+# ------------------------------------------------------------------ HTML
+
+CSS = """
+body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;margin:0;background:#f5f6f8;color:#1f2328}
+main{max-width:1120px;margin:0 auto;padding:20px 28px 48px}
+h1{font-size:22px;margin:4px 0 2px} h2{font-size:17px;margin:28px 0 10px;border-bottom:1px solid #d0d7de;padding-bottom:4px}
+.sub{color:#57606a;font-size:13px;margin-bottom:8px}
+.cards{display:flex;flex-wrap:wrap;gap:10px;margin:14px 0}
+.card{background:#fff;border:1px solid #d0d7de;border-radius:6px;padding:8px 14px;min-width:120px}
+.card .k{font-size:11px;color:#57606a;text-transform:uppercase;letter-spacing:.03em} .card .v{font-size:20px;font-weight:600}
+.figs{display:grid;grid-template-columns:repeat(2,minmax(0,1fr));gap:14px} .figs figure.wide{grid-column:1 / -1}
+figure{background:#fff;border:1px solid #d0d7de;border-radius:6px;margin:0;padding:8px;max-width:100%}
+figure img{max-width:100%;height:auto;display:block} figcaption{font-size:12px;color:#57606a;margin-top:4px}
+table{border-collapse:collapse;background:#fff;font-size:13px;margin:4px 0}
+th,td{border:1px solid #d0d7de;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#f0f2f4} td.num{text-align:right;font-variant-numeric:tabular-nums}
+td.text{white-space:pre-wrap;max-width:420px;word-break:break-word}
+tr.wrong td{background:#fff3f2} .ok{color:#1a7f37} .bad{color:#cf222e}
+pre{background:#fff;border:1px solid #d0d7de;border-radius:6px;padding:10px;font-size:12px;max-height:420px;overflow:auto}
+.cols{display:flex;gap:24px;flex-wrap:wrap;align-items:flex-start} .note{color:#57606a;font-size:13px}
+"""
+
+
+def _e(x) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, bool) or v is None:
+        return str(v)
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        if v != 0 and (abs(v) >= 1e5 or abs(v) < 1e-3):
+            return f"{v:.3e}"
+        return f"{v:.4f}".rstrip("0").rstrip(".") if abs(v) < 1000 else f"{v:,.1f}"
+    return str(v)
+
+
+def _clip(text, n=MAX_CHARS) -> str:
+    text = "" if text is None else str(text)
+    return text if len(text) <= n else text[:n] + " …"
+
+
+WIDE = ("throughput.png", "eval_metrics.png")
+
+
+def _img(name: str, title: str, png: bytes) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    wide = ' class="wide"' if name in WIDE else ""
+    return (f'<figure{wide}><img alt="{_e(title)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{_e(title)} · {_e(name)}</figcaption></figure>")
+
+
+def _table(header, rows, num_cols=(), row_classes=None) -> str:
+    out = ["<table><tr>" + "".join(f"<th>{_e(h)}</th>" for h in header) + "</tr>"]
+    for n, row in enumerate(rows):
+        cls = f' class="{row_classes[n]}"' if row_classes and row_classes[n] else ""
+        cells = []
+        for i, c in enumerate(row):
+            kind = "num" if i in num_cols else ("text" if isinstance(c, str) and len(c) > 40 else "")
+            cells.append(f'<td class="{kind}">{_e(c)}</td>' if kind else f"<td>{_e(c)}</td>")
+        out.append(f"<tr{cls}>" + "".join(cells) + "</tr>")
+    return "\n".join(out) + "</table>"
+
+
+def _page(title: str, sub: str, body: list) -> str:
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{_e(title)}</title><style>{CSS}</style></head><body><main>"
+            f"<h1>{_e(title)}</h1><div class=\"sub\">{sub}</div>\n" + "\n".join(body) + "</main></body></html>\n")
+
+
+HEADLINE = ("eval_accuracy", "eval_f1_macro", "eval_bleu", "eval_chrf", "eval_rougeL", "eval_pearson",
+            "eval_perplexity", "eval_loss", "train_loss", "train_runtime_s")
+
+
+def _final_metrics(run: Run) -> dict:
+    """Final metrics: results.json, else the last eval line of the log."""
+    if run.results:
+        return {k: v for k, v in run.results.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    out = {}
+    for row in run.log_history:
+        out.update({k: v for k, v in row.items() if k.startswith(("eval_", "train_")) and isinstance(v, (int, float))})
+    return out
+
+
+def _status(run: Run) -> str:
+    state = _read_json(run.state_file) if run.state_file else None
+    parts = []
+    if state:
+        step, max_steps = state.get("global_step"), state.get("max_steps")
+        parts.append(f"step {step} of {max_steps}" if max_steps else f"step {step}")
+        if run.state_file and os.path.basename(os.path.dirname(run.state_file)).startswith("checkpoint-"):
+            parts.append(f"read from {os.path.relpath(run.state_file, run.path)} (the run did not finish)")
+        if state.get("best_metric") is not None and state.get("best_model_checkpoint"):
+            parts.append(f"best metric {_fmt(state['best_metric'])} at {os.path.basename(state['best_model_checkpoint'])}")
+    return " · ".join(parts)
+
+
+def _family_section(run: Run) -> list:
+    body = []
+    if run.confusion:
+        png = _confusion_png(run.confusion)
+        if png:
+            body.append(("confusion_matrix.png", "Confusion matrix (eval, last evaluation)", png))
+    return body
+
+
+def _worst_examples(rows: list) -> str:
+    scored = [r for r in rows if "p_label" in r]
+    scored.sort(key=lambda r: r["p_label"])
+    wrong = sum(1 for r in rows if r.get("label") != r.get("predicted"))
+    shown = scored[:MAX_ROWS]
+    table_rows = [(_clip(r.get("text")), r.get("label"), r.get("predicted"), _fmt(r.get("confidence")),
+                   _fmt(r["p_label"])) for r in shown]
+    classes = ["" if r.get("label") == r.get("predicted") else "wrong" for r in shown]
+    note = (f'<p class="note">{wrong} of {len(rows)} eval examples misclassified; the {len(table_rows)} below '
+            "have the lowest probability on their true label (misclassified rows shaded).</p>")
+    return note + _table(("text", "true label", "predicted", "confidence", "p(true label)"), table_rows,
+                         num_cols=(3, 4), row_classes=classes)
+
+
+def _generations_table(gen) -> str:
+    name, cols, rows = gen
+    if not rows:
+        return f'<p class="note">{_e(name)} is empty.</p>'
+    body = [tuple(_clip(r.get(c)) for c in cols) for r in rows]
+    return (f'<p class="note">The first {len(rows)} rows of {_e(name)} (the latest evaluation).</p>'
+            + _table(cols, body))
+
+
+def render_run(run: Run, figures: list) -> str:
+    metrics = _final_metrics(run)
+    cards = [k for k in HEADLINE if k in metrics][:6]
+    sub = " · ".join(_e(x) for x in (run.task or "run", run.results.get("model"), _status(run)) if x)
+    body = ['<div class="cards">' + "".join(
+        f'<div class="card"><div class="k">{_e(k)}</div><div class="v">{_e(_fmt(metrics[k]))}</div></div>'
+        for k in cards) + "</div>"]
+    body.append("<h2>Curves</h2>")
+    curves = [f for f in figures if f[0] != "confusion_matrix.png"]
+    body.append('<div class="figs">' + "".join(_img(*f) for f in curves) + "</div>" if curves
+                else '<p class="note">No training log lines yet (trainer_state.json has no log_history).</p>')
+    if run.task == "classification" or run.confusion or run.cls_predictions:
+        body.append("<h2>Classification</h2>")
+        cm = [f for f in figures if f[0] == "confusion_matrix.png"]
+        body.append('<div class="cols">' + "".join(_img(*f) for f in cm) + "</div>")
+        if run.cls_predictions:
+            body.append("<h3>Worst-classified eval examples</h3>" + _worst_examples(run.cls_predictions))
+    if run.generations:
+        body.append("<h2>Sample generations</h2>" + _generations_table(run.generations))
+    body.append("<h2>Final metrics</h2>" + _table(("metric", "value"), [(k, _fmt(v)) for k, v in sorted(metrics.items())],
+                                                  num_cols=(1,)))
+    env = run.environment
+    env_note = ""
+    if env is None:
+        env, env_note = environment(), '<p class="note">Not recorded by the run: this machine\'s, at report time.</p>'
+    body.append('<div class="cols"><div><h2>Environment</h2>' + env_note
+                + _table(("", ""), list(env.items())) + "</div></div>")
+    body.append("<h2>Config</h2>" + (f"<pre>{_e(run.config_text)}</pre>" if run.config_text
+                                      else '<p class="note">No run_config.yaml in the run directory.</p>'))
+    return _page(f"trainsuite report: {run.label}", sub, body)
+
+
+def render_comparison(runs: list, figures: list) -> str:
+    finals = [_final_metrics(r) for r in runs]
+    keys = [k for k in HEADLINE if any(k in f for f in finals)]
+    keys += sorted({k for f in finals for k in f if k.startswith("eval_") and k not in keys and k not in EVAL_SKIP})
+    keys += [k for k in ("params_total", "params_trainable", "num_train_samples") if any(k in f for f in finals)]
+    rows = [(k, *(_fmt(f[k]) if k in f else "" for f in finals)) for k in keys]
+    body = ['<h2>Final metrics</h2>' + _table(("metric", *(r.label for r in runs)), rows,
+                                               num_cols=tuple(range(1, len(runs) + 1)))]
+    body.append("<h2>Runs</h2>" + _table(("run", "task", "model", "directory", "status"),
+                                        [(r.label, r.task or "", r.results.get("model") or "", r.path, _status(r))
+                                         for r in runs]))
+    body.append("<h2>Curves</h2>" + '<div class="figs">' + "".join(_img(*f) for f in figures) + "</div>")
+    return _page(f"trainsuite comparison: {len(runs)} runs", _e(", ".join(r.label for r in runs)), body)
+
+
+# ------------------------------------------------------------------ entry points
+
+
+def _write(path: str, text: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def _save_figures(figures: list, folder: str) -> None:
+    os.makedirs(folder, exist_ok=True)
+    for name, _, png in figures:
+        with open(os.path.join(folder, name), "wb") as fh:
+            fh.write(png)
+
+
+def _figures_dir(output: str, default: bool) -> str:
+    """RUN_DIR/figures for a run's own report; OUTPUT-STEM_figures beside any other page."""
+    if default:
+        return os.path.join(os.path.dirname(os.path.abspath(output)), "figures")
+    return os.path.splitext(os.path.abspath(output))[0] + "_figures"
+
+
+def write_report(run_dir: str, output: str | None = None, log_history: list | None = None) -> str:
+    """RUN_DIR/report.html (or `output`) and its PNGs in RUN_DIR/figures; returns the page's path."""
+    run = load_run(run_dir, log_history=log_history)
+    figures = _curves([run], _colors(1)) + _family_section(run)
+    default = output is None
+    output = output or os.path.join(run_dir, "report.html")
+    _save_figures(figures, _figures_dir(output, default))
+    _write(output, render_run(run, figures))
+    return output
+
+
+def _labels(paths: list) -> list:
+    """Short distinct names: the last path component, or more of the path where those collide."""
+    parts = [os.path.normpath(os.path.abspath(p)).split(os.sep) for p in paths]
+    for depth in range(1, max(len(p) for p in parts) + 1):
+        labels = ["/".join(p[-depth:]) for p in parts]
+        if len(set(labels)) == len(labels):
+            return labels
+    return [f"{i}:{p}" for i, p in enumerate(paths)]
+
+
+def write_comparison(run_dirs: list, output: str) -> str:
+    runs = [load_run(d, label) for d, label in zip(run_dirs, _labels(run_dirs))]
+    figures = _curves(runs, _colors(len(runs)))
+    _save_figures(figures, _figures_dir(output, False))
+    _write(output, render_comparison(runs, figures))
+    return output
+
+
+def after_run(output_dir: str, log_history: list | None = None, record_environment: bool = False) -> str | None:
+    """The end-of-run report (rank 0 only); a failure is logged, never fails the run."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return None
+    try:
+        if record_environment:
+            with open(os.path.join(output_dir, ENV_FILE), "w") as fh:
+                json.dump(environment(), fh, indent=1)
+        path = write_report(output_dir, log_history=log_history)
+        log.info("report: %s", path)
+        return path
+    except Exception as exc:  # noqa: BLE001 - the model and results are saved; the report is extra
+        log.warning("report: could not write report.html (%s: %s); rebuild it with `trainsuite report %s`",
+                    type(exc).__name__, exc, output_dir)
+        return None
