@@ -29,8 +29,13 @@ ENV_FILE = "environment.json"
 PACKAGES = ("torch", "transformers", "trl", "peft", "datasets", "accelerate")
 TRAIN_SERIES = ("loss", "learning_rate", "grad_norm", "tokens_per_s", "samples_per_s", "peak_mem_gib",
                 "peak_rss_gib")
-# eval_* keys that are timings, not metrics
+# eval_* keys that are timings or counts, not metrics
 EVAL_SKIP = ("eval_runtime", "eval_samples_per_second", "eval_steps_per_second", "eval_num_tokens")
+_TIMING = re.compile(r"runtime|per_second|preparation_time")
+
+
+def is_metric(key: str) -> bool:
+    return key.startswith("eval_") and key not in EVAL_SKIP and not _TIMING.search(key)
 MAX_ROWS = 20
 MAX_CHARS = 400
 
@@ -178,7 +183,7 @@ def eval_series(history: list) -> dict:
     out = {}
     for row in history:
         for key, value in row.items():
-            if key.startswith("eval_") and key not in EVAL_SKIP and isinstance(value, (int, float)):
+            if is_metric(key) and isinstance(value, (int, float)):
                 out.setdefault(key, ([], []))
                 out[key][0].append(row.get("step", 0))
                 out[key][1].append(value)
@@ -480,7 +485,7 @@ def render_run(run: Run, figures: list) -> str:
 def render_comparison(runs: list, figures: list) -> str:
     finals = [_final_metrics(r) for r in runs]
     keys = [k for k in HEADLINE if any(k in f for f in finals)]
-    keys += sorted({k for f in finals for k in f if k.startswith("eval_") and k not in keys and k not in EVAL_SKIP})
+    keys += sorted({k for f in finals for k in f if is_metric(k) and k not in keys})
     keys += [k for k in ("params_total", "params_trainable", "num_train_samples") if any(k in f for f in finals)]
     rows = [(k, *(_fmt(f[k]) if k in f else "" for f in finals)) for k in keys]
     body = ['<h2>Final metrics</h2>' + _table(("metric", *(r.label for r in runs)), rows,
