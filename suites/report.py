@@ -476,7 +476,7 @@ def render_run(run: Run, figures: list) -> str:
     if env is None:
         env, env_note = environment(), '<p class="note">Not recorded by the run: this machine\'s, at report time.</p>'
     body.append('<div class="cols"><div><h2>Environment</h2>' + env_note
-                + _table(("", ""), list(env.items())) + "</div></div>")
+                + _table(("component", "version"), list(env.items())) + "</div></div>")
     body.append("<h2>Config</h2>" + (f"<pre>{_e(run.config_text)}</pre>" if run.config_text
                                       else '<p class="note">No run_config.yaml in the run directory.</p>'))
     return _page(f"trainsuite report: {run.label}", sub, body)
