@@ -72,6 +72,53 @@ def pack_documents(dataset, max_length: int):
     return datasets.Dataset.from_dict(out)
 
 
+def budget_groups(lengths: list[int], budget: int, multiple: int | None = None, seed: int = 0) -> list[list[int]]:
+    """Indices of `lengths` in length-bucketed groups whose PADDED size (rows x longest, the longest
+    rounded up to `multiple`) stays within `budget` tokens; a document longer than the budget goes
+    alone. Equal lengths are mixed by `seed`, so groups are not in file order."""
+    import random
+
+    rng = random.Random(seed)
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], rng.random()))  # ascending
+    pad = (lambda n: -(-n // multiple) * multiple) if multiple else (lambda n: n)
+    groups: list[list[int]] = []
+    for i in order:  # ascending: the newest document is the longest of its group
+        if groups and (len(groups[-1]) + 1) * pad(lengths[i]) <= budget:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
+def group_documents(dataset, budget: int, packing: bool, multiple: int | None = None, seed: int = 0):
+    """Micro-batches by token budget, one dataset row each (batch size 1), in the schema of
+    `pack_documents`: with `packing`, bins of at most `budget` real tokens (one padding-free row);
+    without, length-bucketed groups of documents that pad to at most `budget` tokens."""
+    if packing:
+        return pack_documents(dataset, budget)
+    import datasets
+
+    lengths = [len(x) for x in dataset["input_ids"]]
+    ids, labels = dataset["input_ids"], dataset["labels"]
+    out = {"input_ids": [], "labels": [], "seq_lengths": []}
+    for g in budget_groups(lengths, budget, multiple, seed):
+        out["input_ids"].append([t for i in g for t in ids[i]])
+        out["labels"].append([t for i in g for t in labels[i]])
+        out["seq_lengths"].append([lengths[i] for i in g])
+    return datasets.Dataset.from_dict(out)
+
+
+def split_documents(rows: list[dict]) -> list[dict]:
+    """Rows that hold several documents (`seq_lengths`) -> one row per document."""
+    docs = []
+    for r in rows:
+        start = 0
+        for n in r.get("seq_lengths") or [len(r["input_ids"])]:
+            docs.append({"input_ids": r["input_ids"][start:start + n], "labels": r["labels"][start:start + n]})
+            start += n
+    return docs
+
+
 class PackedCollator:
     """Bins (or single documents) -> one padding-free row with restarting position ids."""
 
@@ -91,12 +138,15 @@ class PackedCollator:
 
 
 class PaddingCollator:
-    """Pad to the longest row (to a multiple of 8 on GPU); pads are masked and carry label -100."""
+    """Pad to the longest row (to a multiple of 8 on GPU); pads are masked and carry label -100.
+    A row holding several documents (a token-budget group) is split into one row per document."""
 
     def __init__(self, pad_id: int, pad_to_multiple_of: int | None = None, side: str = "right"):
         self.pad_id, self.multiple, self.side = pad_id, pad_to_multiple_of, side
 
     def __call__(self, rows: list[dict]) -> dict:
+        if any(r.get("seq_lengths") for r in rows):  # token-budget groups (group_documents)
+            rows = split_documents(rows)
         longest = max(len(r["input_ids"]) for r in rows)
         if self.multiple:
             longest = -(-longest // self.multiple) * self.multiple

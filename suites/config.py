@@ -108,7 +108,13 @@ class GenerationConfig:
 @dataclass
 class SFTConfig:
     max_length: int = 1024
-    packing: bool = False
+    # packed rows give the same loss as unpacked ones, much faster; left unset, packing is off only for
+    # remote model code, a leaky model.attn_implementation or context parallelism
+    packing: Optional[bool] = None  # padding-free packed rows; default: on where it cannot leak (docs/sft.md)
+    # per device, replacing per_device_train_batch_size: with packing one padding-free row of at most
+    # this many tokens, else length-bucketed batches of at most this many tokens padding included.
+    # Unset: per_device_train_batch_size rows (packed: bins of max_length, so at most batch x max_length)
+    batch_tokens: Optional[int] = None  # token budget of a training micro-batch, instead of a batch size
     loss_on: Optional[Literal["all", "completion", "assistant"]] = None  # default by data format
     neftune_alpha: Optional[float] = None
     overlong: Literal["truncate", "drop"] = "truncate"

@@ -23,13 +23,14 @@ import torch
 import trl
 from transformers.trainer_utils import EvalLoopOutput
 
-from collators.sft import PackedCollator, PaddingCollator, document_lengths, pack_documents
+from collators.sft import PackedCollator, PaddingCollator, document_lengths, group_documents, pack_documents
 from tasks.instruction import InstructionTask
 from tasks.tokenizer import CHAT_LIKE
 
 from .base import SuiteTrainer
 from .family import Family
 from .modeling import apply_peft, load_model
+from .sft_speed import attention_kwargs, speed_defaults, use_generation_attention
 
 log = logging.getLogger("trainsuite")
 
@@ -45,8 +46,14 @@ class SuiteSFTTrainer(SuiteTrainer, trl.SFTTrainer):
     def __init__(self, *args, suite_cfg=None, train_dataset=None, eval_dataset=None, generation_rows=None,
                  **kwargs):
         s = suite_cfg.sft
-        if s.packing:
+        if s.batch_tokens and train_dataset is not None:  # one row of at most batch_tokens per micro-batch
+            targs = kwargs["args"]
+            train_dataset = group_documents(train_dataset, s.batch_tokens, s.packing,
+                                            8 if torch.cuda.is_available() else None, seed=targs.seed)
+            targs.per_device_train_batch_size = 1
+        elif s.packing:
             train_dataset = pack_documents(train_dataset, s.max_length) if train_dataset is not None else None
+        if s.packing:
             eval_dataset = pack_documents(eval_dataset, s.max_length) if eval_dataset is not None else None
         if train_dataset is None:  # eval / predict: trl insists on a train set it will not use
             import datasets
@@ -127,6 +134,7 @@ def generate(model, tokenizer, prompts: list[str], gen, batch_size: int) -> list
     stops = stop_token_ids(tokenizer)
     device = next(model.parameters()).device
     outs = []
+    restore_attention = use_generation_attention(model)
     try:
         for i in range(0, len(prompts), gen.batch_size or batch_size):
             enc = tokenizer(prompts[i: i + (gen.batch_size or batch_size)], return_tensors="pt", padding=True,
@@ -139,6 +147,7 @@ def generate(model, tokenizer, prompts: list[str], gen, batch_size: int) -> list
                 cut = next((j for j, t in enumerate(row) if t in stops), len(row))
                 outs.append((tokenizer.decode(row[:cut], skip_special_tokens=True).strip(), cut))
     finally:
+        restore_attention()
         tokenizer.padding_side = side
         model.train(model_was_training)
     return outs
@@ -156,12 +165,13 @@ class SFTFamily(Family):
         return {"learning_rate": 2e-4 if self.cfg.peft else 2e-5, "per_device_train_batch_size": 8,
                 "per_device_eval_batch_size": 8, "lr_scheduler_type": "cosine", "warmup_steps": 0.03,
                 "gradient_checkpointing": False, "bf16": bf16, "remove_unused_columns": False,
-                "dataset_kwargs": {"skip_prepare_dataset": True}, "max_length": None}
+                "dataset_kwargs": {"skip_prepare_dataset": True}, "max_length": None,
+                **speed_defaults(self.cfg)}
 
     def build_model(self, tokenizer, task):
         from transformers import AutoModelForCausalLM
 
-        model = load_model(self.cfg, AutoModelForCausalLM, tokenizer)
+        model = load_model(self.cfg, AutoModelForCausalLM, tokenizer, **attention_kwargs(self.cfg))
         if hasattr(model, "peft_config"):  # a saved adapter, loaded for eval/predict
             return model
         if len(tokenizer) > model.get_input_embeddings().num_embeddings:

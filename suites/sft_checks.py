@@ -10,11 +10,39 @@ PACKING_SAFE_ATTENTION = ("sdpa", "eager", "flex_attention", "flash_attention_2"
                           "flash_attention_4")
 
 
+def _context_parallel_size(train: dict) -> int:
+    pc = train.get("parallelism_config")
+    if pc is None:
+        return 1
+    get = pc.get if isinstance(pc, dict) else lambda k, d=None: getattr(pc, k, d)
+    return int(get("cp_size", 1) or 1) * int(get("sp_size", 1) or 1)
+
+
+def default_packing(cfg) -> bool:
+    """sft.packing left unset: on (padding-free rows, the fastest way to train, same loss) unless
+    something could let packed documents see each other: remote model code (which may not read the
+    position-id restarts), an attention implementation outside PACKING_SAFE_ATTENTION, or context
+    parallelism."""
+    attn = cfg.model.attn_implementation or "sdpa"
+    return not cfg.model.trust_remote_code and attn in PACKING_SAFE_ATTENTION and \
+        _context_parallel_size(cfg.train) == 1
+
+
 def validate_sft(cfg) -> None:
-    """Config-time checks of the sft: block (called by suites/validate.py)."""
+    """Config-time checks of the sft: block (called by suites/validate.py). Resolves an unset
+    sft.packing to its default, so that everything after sees true or false."""
     s = cfg.sft
     if s.max_length < 2:
         raise UserError(f"config: sft.max_length must be at least 2, got {s.max_length}")
+    if s.packing is None:
+        s.packing = default_packing(cfg)
+    if s.batch_tokens is not None:
+        if s.batch_tokens < s.max_length:
+            raise UserError(f"config: sft.batch_tokens ({s.batch_tokens}) must be at least sft.max_length "
+                            f"({s.max_length}): the longest document must fit in one batch")
+        if "per_device_train_batch_size" in cfg.train:
+            raise UserError("config: sft.batch_tokens and train.per_device_train_batch_size exclude each other "
+                            "(a token budget replaces the batch size); set one of them")
     attn = cfg.model.attn_implementation or "sdpa"
     if s.packing and attn not in PACKING_SAFE_ATTENTION:
         raise UserError(f"config: sft.packing with model.attn_implementation={attn} would let packed documents "
