@@ -93,6 +93,39 @@ class SuiteTrainer(Trainer):
 
         save_checkpoint_atomically(self, super()._save_checkpoint, model, trial)
 
+    # -- data order (also in distributed runs) --------------------------------
+    def _get_train_sampler(self, train_dataset=None):
+        # group_by_length sorts mega-batches of 50 batches; sized by the GLOBAL batch, N processes
+        # x batch b see the same order as 1 process x batch N*b
+        sampler = super()._get_train_sampler(train_dataset)
+        from transformers.trainer_pt_utils import LengthGroupedSampler
+
+        if isinstance(sampler, LengthGroupedSampler) and self.args.world_size > 1:
+            sampler.batch_size *= self.args.world_size
+        return sampler
+
+    def _get_eval_sampler(self, eval_dataset):
+        # rows in order: transformers length-groups eval rows under group_by_length, which shuffles
+        # predict() output against the input rows; the processes get consecutive batches in turn
+        # and gather_for_metrics puts them back in order, dropping sampler padding
+        if eval_dataset is None or not hasattr(eval_dataset, "__len__"):
+            return None
+        return torch.utils.data.SequentialSampler(eval_dataset)
+
+    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
+                        metric_key_prefix="eval"):
+        out = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        key = f"{metric_key_prefix}_loss"
+        if self.compute_loss_func is not None and key in out.metrics and out.label_ids is not None \
+                and out.predictions is not None:
+            # Trainer averages per-batch losses, and in a distributed run the last batch of a process
+            # holds sampler padding (duplicated rows, transformers#21285): score every row once instead
+            logits = out.predictions[0] if isinstance(out.predictions, tuple) else out.predictions
+            with torch.no_grad():
+                loss = self.compute_loss_func({"logits": torch.as_tensor(logits)}, torch.as_tensor(out.label_ids))
+            out.metrics[key] = float(loss)
+        return out
+
     # -- logging -------------------------------------------------------------
     def log(self, logs: dict, start_time: float | None = None) -> None:
         if "loss" in logs:  # a training log line

@@ -70,9 +70,18 @@ def quantization_config(cfg, keep_full_precision=None):
     skip = list(keep_full_precision) if keep_full_precision else None
     if q.bits == 8:
         return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+    extra = {}
+    if _shards_weights(cfg):  # ZeRO-3/FSDP shard the 4-bit weights only when stored like the others
+        extra["bnb_4bit_quant_storage"] = compute_dtype()
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=q.quant_type,
                               bnb_4bit_use_double_quant=q.double_quant,
-                              bnb_4bit_compute_dtype=compute_dtype(), llm_int8_skip_modules=skip)
+                              bnb_4bit_compute_dtype=compute_dtype(), llm_int8_skip_modules=skip, **extra)
+
+
+def _shards_weights(cfg) -> bool:
+    from .distributed_checks import fsdp_settings, zero_stage
+
+    return zero_stage(cfg.train) == 3 or fsdp_settings(cfg.train) is not None
 
 
 def load_model(cfg, auto_cls, tokenizer, config_updates: dict | None = None, keep_full_precision=None,
@@ -147,8 +156,10 @@ def apply_peft(cfg, model, task_type: str):
 
     p = cfg.peft
     if cfg.quantization is not None:
+        t = cfg.train
         model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=bool(cfg.train.get("gradient_checkpointing")))
+            model, use_gradient_checkpointing=bool(t.get("gradient_checkpointing") or t.get("activation_checkpointing")),
+            gradient_checkpointing_kwargs=t.get("gradient_checkpointing_kwargs") or t.get("activation_checkpointing_kwargs"))
     lora = LoraConfig(r=p.r, lora_alpha=p.alpha, lora_dropout=p.dropout, target_modules=p.target_modules,
                       use_dora=p.use_dora, use_rslora=p.use_rslora, task_type=task_type)
     try:

@@ -14,6 +14,7 @@ import time
 import transformers
 
 from . import report, tracking
+from . import distributed
 from .base import training_arguments
 from .errors import UserError
 from .family import family_for
@@ -66,10 +67,11 @@ def build(cfg, mode: str, predict_input: str | None = None):
     tokenizer = load_tokenizer(cfg, texts=lambda: task.texts_for_tokenizer(splits["train"]),
                                special=family.special_tokens)
     task.setup(splits, tokenizer)
+    # arguments before the model: under DeepSpeed ZeRO-3 they make from_pretrained load it sharded
+    args = training_arguments(cfg, has_eval="eval" in splits, family_defaults=family.defaults,
+                              args_cls=getattr(family, "args_cls", transformers.TrainingArguments))
     model = family.build_model(tokenizer, task)
     encoded = {name: task.encode(ds, tokenizer, name) for name, ds in splits.items()}
-    args = training_arguments(cfg, has_eval="eval" in encoded, family_defaults=family.defaults,
-                              args_cls=getattr(family, "args_cls", transformers.TrainingArguments))
     trainer = family.trainer_cls(
         model=model, args=args, train_dataset=encoded.get("train"), eval_dataset=encoded.get("eval"),
         processing_class=tokenizer, data_collator=family.collator(tokenizer, task), suite_cfg=cfg,
@@ -92,8 +94,10 @@ def train(cfg, overwrite: bool = False, resume=None) -> dict:
     counts = parameter_counts(trainer.model)
     log.info("model: %s parameters, %s trainable", f"{counts['params_total']:,}",
              f"{counts['params_trainable']:,}")
+    log.info("%s", distributed.schedule_line(trainer.args, len(trainer.train_dataset)))
     tracking.attach(cfg, trainer, counts)  # report_to: MLflow's local store, config and counts logged
-    _save_config(cfg)
+    if trainer.is_world_process_zero():
+        _save_config(cfg)
     start = time.perf_counter()
     out = trainer.train(resume_from_checkpoint=resume)
     runtime = time.perf_counter() - start
@@ -104,6 +108,7 @@ def train(cfg, overwrite: bool = False, resume=None) -> dict:
     if "eval" in data:
         metrics.update(trainer.evaluate())
     extra = {"num_train_samples": len(data["train"]), "train_runtime_s": round(runtime, 3), **counts,
+             "global_batch_size": distributed.global_batch_size(trainer.args),
              **stopped_extra}
     results = trainer.write_results(metrics, extra)
     report.after_run(cfg.output_dir, trainer.state.log_history, record_environment=True)

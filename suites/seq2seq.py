@@ -13,6 +13,7 @@ import contextlib
 import copy
 import json
 import logging
+import math
 import os
 import time
 
@@ -25,6 +26,7 @@ from tasks.seq2seq import SOURCE_TEXT, TARGET_TEXT, Seq2SeqTask
 from tasks.tokenizer import BART_LIKE, T5_LIKE
 
 from .base import SuiteTrainer
+from .distributed import model_is_sharded
 from .errors import UserError
 from .family import Family
 from .modeling import apply_peft, load_model
@@ -123,21 +125,30 @@ class Seq2SeqSuiteTrainer(SuiteTrainer, transformers.Seq2SeqTrainer):
         size = (self.generation.batch_size if self.generation and self.generation.batch_size
                 else self.args.per_device_eval_batch_size)
         hyps, lens, loss_sum, tokens = {}, {}, 0.0, 0
+        synced = model_is_sharded(self.args)
+        if synced:  # a sharded model: every rank joins every forward, so all run the same number of batches
+            rounds = math.ceil(math.ceil(n / self.args.world_size) / size)
+            mine = mine + [order[0]] * (rounds * size - len(mine))  # filler rows, dropped below
+        real = len(order[self.args.process_index::self.args.world_size])
         pos = 0
         while pos < len(mine):
             idx = mine[pos:pos + size]
             batch = self.data_collator([{c: data[c][i] for c in columns} for i in idx])
             batch = {k: v.to(self.args.device) for k, v in batch.items()}
+            keep = max(0, min(len(idx), real - pos))  # filler rows come last
+            if keep < len(idx) and "labels" in batch:  # filler rows count in no loss
+                batch["labels"] = batch["labels"].clone()
+                batch["labels"][keep:] = IGNORE_INDEX
             try:
-                texts, lengths, loss, count = self._generate_batch(model, batch, gc, with_loss)
+                texts, lengths, loss, count = self._generate_batch(model, batch, gc, with_loss, synced)
             except torch.cuda.OutOfMemoryError:
-                if size == 1:
+                if size == 1 or synced:
                     raise
                 size = max(1, size // 2)
                 torch.cuda.empty_cache()
                 log.warning("generation ran out of GPU memory; batch size now %d", size)
                 continue
-            for i, t, length in zip(idx, texts, lengths):
+            for i, t, length in zip(idx[:keep], texts, lengths):
                 hyps[i], lens[i] = t, length
             loss_sum, tokens = loss_sum + loss, tokens + count
             pos += len(idx)
@@ -156,7 +167,7 @@ class Seq2SeqSuiteTrainer(SuiteTrainer, transformers.Seq2SeqTrainer):
         return out
 
     @torch.no_grad()
-    def _generate_batch(self, model, batch, gc, with_loss: bool):
+    def _generate_batch(self, model, batch, gc, with_loss: bool, synced: bool = False):
         autocast = self.accelerator.autocast() if self.args.bf16 or self.args.fp16 else contextlib.nullcontext()
         loss, count = 0.0, 0
         with autocast:
@@ -166,10 +177,10 @@ class Seq2SeqSuiteTrainer(SuiteTrainer, transformers.Seq2SeqTrainer):
                             decoder_input_ids=decoder_inputs(model, labels))
                 count = int((labels != IGNORE_INDEX).sum())
                 loss_fn = self.compute_loss_func or Seq2SeqLoss()
-                loss = float(loss_fn(out, labels, num_items_in_batch=count)) * count
+                loss = float(loss_fn(out, labels, num_items_in_batch=count)) * count if count else 0.0
                 del out
             seq = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                 generation_config=gc)
+                                 generation_config=gc, synced_gpus=synced)
         if model.config.is_encoder_decoder:
             seq = seq[:, 1:]  # the decoder start token
         eos, pad = gc.eos_token_id, gc.pad_token_id

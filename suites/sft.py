@@ -28,6 +28,7 @@ from tasks.instruction import InstructionTask
 from tasks.tokenizer import CHAT_LIKE
 
 from .base import SuiteTrainer
+from .distributed import model_is_sharded
 from .family import Family
 from .modeling import apply_peft, load_model
 from .sft_speed import attention_kwargs, speed_defaults, use_generation_attention
@@ -76,21 +77,38 @@ class SuiteSFTTrainer(SuiteTrainer, trl.SFTTrainer):
         return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
     # -- evaluation: streamed token sums, never the logits --------------------
+    def get_eval_dataloader(self, eval_dataset=None):
+        # Each process sums its own rows and the sums are added up: accelerate's sampler padding
+        # (rows repeated so all processes get equal batches) would count some rows twice
+        config = self.accelerator.dataloader_config
+        even, config.even_batches = config.even_batches, False
+        try:
+            return super().get_eval_dataloader(eval_dataset)
+        finally:
+            config.even_batches = even
+
     def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
                         metric_key_prefix="eval") -> EvalLoopOutput:
         model = self.model
         was_training = model.training
         model.eval()
         sums = torch.zeros(3, dtype=torch.float64, device=self.args.device)  # nll, tokens, correct
-        docs = 0
+        docs = batches = 0
+        first = None
         for inputs in dataloader:
             inputs = self._prepare_inputs(inputs)
+            first, batches = first or inputs, batches + 1
             with torch.no_grad(), self.compute_loss_context_manager():
                 out = model(**inputs, fused_lm_head=True, use_cache=False)
             sums += torch.stack([-out.log_probs.double().sum(), out.label_mask.sum().double(),
                                  out.is_top1.double().sum()])
             docs += int((inputs["position_ids"] == 0).sum()) if "attention_mask" not in inputs else len(
                 inputs["input_ids"])
+        if model_is_sharded(self.args):  # uneven batch counts: the ranks with fewer join the others' forwards
+            most = self.accelerator.reduce(torch.tensor(batches, device=self.args.device), "max")
+            for _ in range(int(most) - batches):
+                with torch.no_grad(), self.compute_loss_context_manager():
+                    model(**first, fused_lm_head=True, use_cache=False)
         sums = self.accelerator.reduce(sums, "sum") if self.accelerator.num_processes > 1 else sums
         nll, n, correct = (float(x) for x in sums)
         loss = nll / max(n, 1)
@@ -108,7 +126,7 @@ class SuiteSFTTrainer(SuiteTrainer, trl.SFTTrainer):
 
         rows = self.generation_rows[:k]
         outs = generate(self.model, self.processing_class, [p for p, _ in rows], self.suite_cfg.generation,
-                        self.args.per_device_eval_batch_size)
+                        self.args.per_device_eval_batch_size, synced_gpus=model_is_sharded(self.args))
         preds, refs = [o[0] for o in outs], [r for _, r in rows]
         if self.is_world_process_zero():
             os.makedirs(self.args.output_dir, exist_ok=True)
@@ -126,8 +144,11 @@ def stop_token_ids(tokenizer) -> list[int]:
 
 
 @torch.no_grad()
-def generate(model, tokenizer, prompts: list[str], gen, batch_size: int) -> list[tuple[str, int]]:
-    """Completions of `prompts` only (left padding, batched): (text, generated token count)."""
+def generate(model, tokenizer, prompts: list[str], gen, batch_size: int, synced_gpus: bool = False
+             ) -> list[tuple[str, int]]:
+    """Completions of `prompts` only (left padding, batched): (text, generated token count). Every
+    process generates all prompts; `synced_gpus` (a ZeRO-3/FSDP-sharded model) keeps them stepping
+    together until the last one is done."""
     model_was_training = model.training
     model.eval()
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
@@ -142,7 +163,8 @@ def generate(model, tokenizer, prompts: list[str], gen, batch_size: int) -> list
             sampling = dict(do_sample=True, temperature=gen.temperature, top_p=gen.top_p) if gen.do_sample else {
                 "do_sample": False}
             seqs = model.generate(**enc, max_new_tokens=gen.max_new_tokens, num_beams=gen.num_beams,
-                                  eos_token_id=stops, pad_token_id=tokenizer.pad_token_id, **sampling)
+                                  eos_token_id=stops, pad_token_id=tokenizer.pad_token_id, synced_gpus=synced_gpus,
+                                  **sampling)
             for row in seqs[:, enc["input_ids"].shape[1]:].tolist():
                 cut = next((j for j, t in enumerate(row) if t in stops), len(row))
                 outs.append((tokenizer.decode(row[:cut], skip_special_tokens=True).strip(), cut))
@@ -188,6 +210,6 @@ class SFTFamily(Family):
 
     def predict_rows(self, trainer, task, dataset, tokenizer) -> list[dict]:
         outs = generate(trainer.model, tokenizer, dataset["prompt"], self.cfg.generation,
-                        trainer.args.per_device_eval_batch_size)
+                        trainer.args.per_device_eval_batch_size, synced_gpus=model_is_sharded(trainer.args))
         return [{"prompt": p, "completion": c, **({"reference": r} if r is not None else {})}
                 for p, r, (c, _) in zip(dataset["prompt"], dataset["reference"], outs)]

@@ -60,6 +60,9 @@ def validate(cfg) -> None:
         if m.from_config is not None:
             raise UserError("config: quantization needs pretrained weights (model.name_or_path), "
                             "not model.from_config")
+    from .distributed_checks import validate_distributed
+
+    validate_distributed(cfg)  # DeepSpeed / FSDP / context parallelism against PEFT, packing, batch size
     if cfg.sft.packing and cfg.task != "sft":
         raise UserError(f"config: sft.packing applies to task: sft, not task: {cfg.task}")
     if cfg.task == "sft":
