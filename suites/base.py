@@ -14,7 +14,7 @@ import sys
 import time
 
 import torch
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainingArguments
 
 GIB = 1024**3
 
@@ -77,6 +77,8 @@ class SuiteTrainer(Trainer):
         for cb in callbacks_for(suite_cfg):  # signals, non-finite steps (suites/reliability.py)
             self.add_callback(cb)
         self._last_log = (time.perf_counter(), 0, 0)  # time, tokens seen, step
+        self._pause = _PauseClock()  # evaluation and checkpoint time, left out of tokens/s
+        self.add_callback(self._pause)
 
     # -- reliability (suites/reliability.py) -----------------------------------
     def training_step(self, model, inputs, num_items_in_batch=None):
@@ -138,7 +140,7 @@ class SuiteTrainer(Trainer):
         step = self.state.global_step
         t0, tok0, step0 = self._last_log
         self._last_log = (now, tokens, step)
-        dt = max(now - t0, 1e-9)
+        dt = max(now - t0 - self._pause.take(), 1e-9)
         a = self.args
         samples = (step - step0) * a.per_device_train_batch_size * a.gradient_accumulation_steps * a.world_size
         out = {"tokens_per_s": round((tokens - tok0) / dt, 1), "samples_per_s": round(samples / dt, 2)}
@@ -169,6 +171,28 @@ class SuiteTrainer(Trainer):
                 json.dump(out, fh, indent=2, sort_keys=True)
             os.replace(tmp, path)
         return out
+
+
+class _PauseClock(TrainerCallback):
+    """Time spent evaluating or saving between two training log lines (callbacks fire at the end
+    of a step, of an evaluation and of a save)."""
+
+    def __init__(self):
+        self.mark, self.paused = time.perf_counter(), 0.0
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.mark = time.perf_counter()
+
+    def _pause_end(self, *args, **kwargs):
+        now = time.perf_counter()
+        self.paused += now - self.mark
+        self.mark = now
+
+    on_evaluate = on_save = _pause_end
+
+    def take(self) -> float:
+        paused, self.paused = self.paused, 0.0
+        return paused
 
 
 def peak_memory() -> dict:

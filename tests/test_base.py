@@ -1,0 +1,24 @@
+"""The shared base: precision choice, throughput accounting."""
+
+from __future__ import annotations
+
+from suites import base
+
+
+def test_pause_clock_leaves_eval_and_save_time_out(monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr(base.time, "perf_counter", lambda: now[0])
+    clock = base._PauseClock()
+    now[0] = 101.0
+    clock.on_step_end(None, None, None)  # a step ends
+    now[0] = 131.0
+    clock.on_evaluate(None, None, None)  # a 30 s evaluation
+    now[0] = 133.0
+    clock.on_save(None, None, None)  # a 2 s checkpoint
+    assert clock.take() == 32.0
+    assert clock.take() == 0.0  # taken once
+
+
+def test_precision_explicit_choice_wins():
+    assert base.pick_precision({"bf16": False}) == {}
+    assert base.pick_precision({"fp16": True}) == {}
