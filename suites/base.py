@@ -157,11 +157,11 @@ class SuiteTrainer(Trainer):
         if merge and os.path.isfile(path):
             with open(path) as fh:
                 out = json.load(fh)
-        out.update({
-            "task": cfg.task if cfg else None,
-            "model": (cfg.model.name_or_path or cfg.model.from_config.get("model_type")) if cfg else None,
-            "world_size": self.args.world_size,
-        })
+        model = (cfg.model.name_or_path or cfg.model.from_config.get("model_type")) if cfg else None
+        if out.get("model") not in (None, model):  # eval of the trained run: keep what was trained
+            out["evaluated_model"] = model
+            model = out["model"]
+        out.update({"task": cfg.task if cfg else None, "model": model, "world_size": self.args.world_size})
         out.update(extra or {})
         out.update({k: _plain(v) for k, v in metrics.items()})
         if self.is_world_process_zero():
