@@ -161,3 +161,18 @@ def test_generation_switches_flex_attention_to_sdpa_and_back():
     model.set_attn_implementation("eager")
     sft_speed.use_generation_attention(model)()  # anything else is left alone
     assert model.config._attn_implementation == "eager"
+
+
+def test_throughput_benchmark_runs_in_tiny_mode():
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "sft_throughput.py")
+    spec = importlib.util.spec_from_file_location("sft_throughput", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rows = bench.main(["--tiny", "--steps", "2", "--warmup", "1", "--max-length", "64",
+                       "--settings", "ours,trl_bfd"])
+    assert [r["setting"] for r in rows] == ["ours", "trl_bfd"]
+    for r in rows:
+        assert r["tokens_per_s"] > 0 and 0 < r["tokens_per_step"] <= 8 * 64 and r["packing"]
