@@ -267,8 +267,8 @@ def _curves(runs: list, colors: list) -> list:
             _style(ax, title)
             if many:
                 ax.legend(fontsize=7)
-        figs.append(("throughput.png", "Throughput per logging interval (an interval with an evaluation "
-                     "or a checkpoint in it counts that time too)", _png(fig)))
+        figs.append(("throughput.png", "Throughput per logging interval (training time only: evaluation "
+                     "and checkpoint time left out)", _png(fig)))
     mem = next((k for k in ("peak_mem_gib", "peak_rss_gib") if any(k in t for t in trains)), None)
     if mem:
         single(mem, "memory.png", "Peak GPU memory (GiB)" if mem == "peak_mem_gib" else "Peak process memory, RSS (GiB)",
