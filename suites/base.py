@@ -173,6 +173,25 @@ class SuiteTrainer(Trainer):
         return out
 
 
+class GenerationProgress:
+    """A tqdm bar over generated rows with generated tokens/s; silent when `disable`."""
+
+    def __init__(self, total: int, disable: bool, desc: str = "generating"):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, desc=desc, unit="row", disable=disable, dynamic_ncols=True)
+        self.start, self.tokens = time.perf_counter(), 0
+
+    def update(self, rows: int, generated_tokens: int) -> None:
+        self.tokens += generated_tokens
+        rate = self.tokens / max(time.perf_counter() - self.start, 1e-9)
+        self.bar.set_postfix_str(f"{rate:,.0f} tok/s", refresh=False)
+        self.bar.update(rows)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 class _PauseClock(TrainerCallback):
     """Time spent evaluating or saving between two training log lines (callbacks fire at the end
     of a step, of an evaluation and of a save)."""

@@ -25,7 +25,7 @@ from collators.seq2seq import IGNORE_INDEX, Seq2SeqCollator
 from tasks.seq2seq import SOURCE_TEXT, TARGET_TEXT, Seq2SeqTask
 from tasks.tokenizer import BART_LIKE, T5_LIKE
 
-from .base import SuiteTrainer
+from .base import GenerationProgress, SuiteTrainer
 from .distributed import model_is_sharded
 from .errors import UserError
 from .family import Family
@@ -131,6 +131,7 @@ class Seq2SeqSuiteTrainer(SuiteTrainer, transformers.Seq2SeqTrainer):
             mine = mine + [order[0]] * (rounds * size - len(mine))  # filler rows, dropped below
         real = len(order[self.args.process_index::self.args.world_size])
         pos = 0
+        bar = GenerationProgress(real, self.args.disable_tqdm or not self.is_world_process_zero())
         while pos < len(mine):
             idx = mine[pos:pos + size]
             batch = self.data_collator([{c: data[c][i] for c in columns} for i in idx])
@@ -152,6 +153,8 @@ class Seq2SeqSuiteTrainer(SuiteTrainer, transformers.Seq2SeqTrainer):
                 hyps[i], lens[i] = t, length
             loss_sum, tokens = loss_sum + loss, tokens + count
             pos += len(idx)
+            bar.update(keep, sum(lengths[:keep]))
+        bar.close()
         if self.args.world_size > 1:
             gathered = [None] * self.args.world_size
             torch.distributed.all_gather_object(gathered, (hyps, lens, loss_sum, tokens))

@@ -27,7 +27,7 @@ from collators.sft import PackedCollator, PaddingCollator, document_lengths, gro
 from tasks.instruction import InstructionTask
 from tasks.tokenizer import CHAT_LIKE
 
-from .base import SuiteTrainer
+from .base import GenerationProgress, SuiteTrainer
 from .distributed import model_is_sharded
 from .family import Family
 from .modeling import apply_peft, load_model
@@ -126,7 +126,8 @@ class SuiteSFTTrainer(SuiteTrainer, trl.SFTTrainer):
 
         rows = self.generation_rows[:k]
         outs = generate(self.model, self.processing_class, [p for p, _ in rows], self.suite_cfg.generation,
-                        self.args.per_device_eval_batch_size, synced_gpus=model_is_sharded(self.args))
+                        self.args.per_device_eval_batch_size, synced_gpus=model_is_sharded(self.args),
+                        quiet=self.args.disable_tqdm or not self.is_world_process_zero())
         preds, refs = [o[0] for o in outs], [r for _, r in rows]
         if self.is_world_process_zero():
             os.makedirs(self.args.output_dir, exist_ok=True)
@@ -144,11 +145,22 @@ def stop_token_ids(tokenizer) -> list[int]:
 
 
 @torch.no_grad()
-def generate(model, tokenizer, prompts: list[str], gen, batch_size: int, synced_gpus: bool = False
-             ) -> list[tuple[str, int]]:
-    """Completions of `prompts` only (left padding, batched): (text, generated token count). Every
-    process generates all prompts; `synced_gpus` (a ZeRO-3/FSDP-sharded model) keeps them stepping
-    together until the last one is done."""
+def generate(model, tokenizer, prompts: list[str], gen, batch_size: int, synced_gpus: bool = False,
+             quiet: bool = True) -> list[tuple[str, int]]:
+    """Completions of `prompts` only (left padding, batched): (text, generated token count), in the
+    order of `prompts`. Prompts are batched longest first so that a batch holds little padding.
+    Every process generates all prompts; `synced_gpus` (a ZeRO-3/FSDP-sharded model) keeps them
+    stepping together until the last one is done."""
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    outs = _generate_in_order(model, tokenizer, [prompts[i] for i in order], gen, batch_size, synced_gpus,
+                              quiet)
+    result = [None] * len(prompts)
+    for i, out in zip(order, outs):
+        result[i] = out
+    return result
+
+
+def _generate_in_order(model, tokenizer, prompts, gen, batch_size, synced_gpus, quiet):
     model_was_training = model.training
     model.eval()
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
@@ -156,6 +168,7 @@ def generate(model, tokenizer, prompts: list[str], gen, batch_size: int, synced_
     device = next(model.parameters()).device
     outs = []
     restore_attention = use_generation_attention(model)
+    bar = GenerationProgress(len(prompts), quiet)
     try:
         for i in range(0, len(prompts), gen.batch_size or batch_size):
             enc = tokenizer(prompts[i: i + (gen.batch_size or batch_size)], return_tensors="pt", padding=True,
@@ -165,10 +178,13 @@ def generate(model, tokenizer, prompts: list[str], gen, batch_size: int, synced_
             seqs = model.generate(**enc, max_new_tokens=gen.max_new_tokens, num_beams=gen.num_beams,
                                   eos_token_id=stops, pad_token_id=tokenizer.pad_token_id, synced_gpus=synced_gpus,
                                   **sampling)
-            for row in seqs[:, enc["input_ids"].shape[1]:].tolist():
+            rows = seqs[:, enc["input_ids"].shape[1]:].tolist()
+            for row in rows:
                 cut = next((j for j, t in enumerate(row) if t in stops), len(row))
                 outs.append((tokenizer.decode(row[:cut], skip_special_tokens=True).strip(), cut))
+            bar.update(len(rows), sum(n for _, n in outs[-len(rows):]))
     finally:
+        bar.close()
         restore_attention()
         tokenizer.padding_side = side
         model.train(model_was_training)
@@ -210,6 +226,7 @@ class SFTFamily(Family):
 
     def predict_rows(self, trainer, task, dataset, tokenizer) -> list[dict]:
         outs = generate(trainer.model, tokenizer, dataset["prompt"], self.cfg.generation,
-                        trainer.args.per_device_eval_batch_size, synced_gpus=model_is_sharded(trainer.args))
+                        trainer.args.per_device_eval_batch_size, synced_gpus=model_is_sharded(trainer.args),
+                        quiet=trainer.args.disable_tqdm or not trainer.is_world_process_zero())
         return [{"prompt": p, "completion": c, **({"reference": r} if r is not None else {})}
                 for p, r, (c, _) in zip(dataset["prompt"], dataset["reference"], outs)]

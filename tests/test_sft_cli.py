@@ -62,7 +62,7 @@ def test_generation_matches_unpadded_generation(tmp_path):
     torch.manual_seed(0)
     fields = {k: v for k, v in TINY_LLAMA.items() if k != "model_type"}
     model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), pad_token_id=tok.pad_token_id, **fields))
-    prompts = ["red", "blue green cat dog bird sun moon"]
+    prompts = ["red", "blue green cat dog bird sun moon", "sun moon", "cat dog bird"]  # sorted inside, order kept
     gen = GenerationConfig(max_new_tokens=5)
     together = generate(model, tok, prompts, gen, batch_size=2)
     alone = [generate(model, tok, [p], gen, batch_size=1)[0] for p in prompts]
