@@ -53,7 +53,7 @@ def fsdp_settings(train: dict) -> dict | None:
     return _json_setting(train.get("fsdp_config"), "train.fsdp_config") or {}
 
 
-def _context_parallel_size(train: dict) -> int:
+def context_parallel_size(train: dict) -> int:
     pc = train.get("parallelism_config")
     if pc is None:
         return 1
@@ -107,7 +107,7 @@ def validate_distributed(cfg) -> None:
 
     # packing with context parallelism: CP splits each row along the sequence and masks causally
     # across the whole row, so packed documents would attend to each other
-    if cfg.task == "sft" and cfg.sft.packing and _context_parallel_size(t) > 1:
+    if cfg.task == "sft" and cfg.sft.packing and context_parallel_size(t) > 1:
         raise UserError("config: sft.packing with context parallelism (train.parallelism_config cp_size/sp_size "
                         "> 1) would let packed documents attend to each other; set sft.packing=false or cp_size=1")
 

@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
+from .distributed_checks import context_parallel_size
 from .errors import UserError
 
 # Implementations whose masks transformers builds from restarting position ids (masking_utils).
 # Anything else (a hub kernel, paged attention) gets no mask at all and would attend across documents.
 PACKING_SAFE_ATTENTION = ("sdpa", "eager", "flex_attention", "flash_attention_2", "flash_attention_3",
                           "flash_attention_4")
-
-
-def _context_parallel_size(train: dict) -> int:
-    pc = train.get("parallelism_config")
-    if pc is None:
-        return 1
-    get = pc.get if isinstance(pc, dict) else lambda k, d=None: getattr(pc, k, d)
-    return int(get("cp_size", 1) or 1) * int(get("sp_size", 1) or 1)
 
 
 def default_packing(cfg) -> bool:
@@ -25,7 +18,7 @@ def default_packing(cfg) -> bool:
     parallelism."""
     attn = cfg.model.attn_implementation or "sdpa"
     return not cfg.model.trust_remote_code and attn in PACKING_SAFE_ATTENTION and \
-        _context_parallel_size(cfg.train) == 1
+        context_parallel_size(cfg.train) == 1
 
 
 def validate_sft(cfg) -> None:
