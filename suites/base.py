@@ -41,7 +41,8 @@ def training_arguments(cfg, has_eval: bool, family_defaults: dict | None = None,
         "include_num_input_tokens_seen": "non_padding",
         "eval_strategy": "epoch" if has_eval else "no",
         "save_strategy": "epoch",
-        "disable_tqdm": not sys.stderr.isatty(),
+        # bars only on a terminal, and not when the user asked for warnings and errors only
+        "disable_tqdm": not sys.stderr.isatty() or cfg.train.get("log_level") in ("warning", "error", "critical"),
         "dataloader_num_workers": 0,
         "dataloader_pin_memory": False,
     }

@@ -22,3 +22,14 @@ def test_pause_clock_leaves_eval_and_save_time_out(monkeypatch):
 def test_precision_explicit_choice_wins():
     assert base.pick_precision({"bf16": False}) == {}
     assert base.pick_precision({"fp16": True}) == {}
+
+
+def test_progress_bars_follow_log_level(tmp_path, cls_config, monkeypatch):
+    from suites import config
+    from tests.conftest import write_yaml
+
+    monkeypatch.setattr(base.sys.stderr, "isatty", lambda: True)
+    cfg = config.load(write_yaml(tmp_path / "c.yaml", cls_config))
+    assert base.training_arguments(cfg, has_eval=True).disable_tqdm is False
+    cfg.train["log_level"] = "warning"
+    assert base.training_arguments(cfg, has_eval=True).disable_tqdm is True
