@@ -17,6 +17,7 @@ markers, so it works for any template that renders a conversation as an extensio
 from __future__ import annotations
 
 import logging
+import sys
 
 from suites.errors import UserError
 
@@ -242,7 +243,10 @@ class InstructionTask(Task):
         max_len, overlong = self.cfg.sft.max_length, self.cfg.sft.overlong
         ids_col, labels_col, gen_rows = [], [], []
         empty, truncated, dropped, emptied = [], 0, 0, 0
-        for row in ds:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(ds, desc=f"tokenizing {split}", unit="row", disable=not sys.stderr.isatty(), leave=False)
+        for row in bar:
             text, ranges, prompt, ref = self.render(row, tokenizer)
             enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
             ids = enc["input_ids"]
