@@ -37,6 +37,8 @@ class TokenizerConfig:
     name_or_path: Optional[str] = None  # default: the model's own
     train_from_data: bool = False
     vocab_size: int = 8000
+    # bpe (byte-level) and unigram train reproducibly; the tokenizers library's wordpiece trainer
+    # does not (its vocabulary varies between trainings), resume reloads the saved tokenizer
     algorithm: Literal["bpe", "unigram", "wordpiece"] = "bpe"
     lowercase: bool = False
 
