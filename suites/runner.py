@@ -90,7 +90,13 @@ def train(cfg, overwrite: bool = False, resume=None) -> dict:
     if resume and cfg.tokenizer.train_from_data:
         # a retrained tokenizer may number tokens differently: resume with the checkpoint's own
         cfg.tokenizer.train_from_data, cfg.tokenizer.name_or_path = False, resume
-    family, task, tokenizer, trainer, data = build(cfg, "train")
+    existed = os.path.isdir(cfg.output_dir)
+    try:
+        family, task, tokenizer, trainer, data = build(cfg, "train")
+    except UserError:
+        if not existed:  # a mistake found while preparing leaves no half-made run behind
+            shutil.rmtree(cfg.output_dir, ignore_errors=True)
+        raise
     counts = parameter_counts(trainer.model)
     log.info("model: %s parameters, %s trainable", f"{counts['params_total']:,}",
              f"{counts['params_trainable']:,}")
@@ -98,6 +104,7 @@ def train(cfg, overwrite: bool = False, resume=None) -> dict:
     tracking.attach(cfg, trainer, counts)  # report_to: MLflow's local store, config and counts logged
     if trainer.is_world_process_zero():
         _save_config(cfg)
+        task.save(cfg.output_dir)
     start = time.perf_counter()
     out = trainer.train(resume_from_checkpoint=resume)
     runtime = time.perf_counter() - start

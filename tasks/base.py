@@ -65,6 +65,9 @@ class Task:
     def setup(self, splits: dict, tokenizer, model_config=None) -> None:
         """Fit what depends on the data (label maps, ...)."""
 
+    def save(self, output_dir: str) -> None:
+        """Write what a trained model needs besides its weights (rank 0, once training starts)."""
+
     def encode(self, ds, tokenizer, split: str):
         raise NotImplementedError
 

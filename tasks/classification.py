@@ -93,10 +93,10 @@ class ClassificationTask(Task):
         if "train" in splits and self.problem_type == SINGLE:
             self.class_weights = self._class_weights(splits["train"][d.label_column])
         log.info("classification: %s, %d labels %s", self.problem_type, len(self.labels), self.labels[:10])
-        if "train" in splits and int(os.environ.get("RANK", "0")) == 0:
-            os.makedirs(self.cfg.output_dir, exist_ok=True)
-            with open(os.path.join(self.cfg.output_dir, LABEL_FILE), "w") as fh:
-                json.dump({"problem_type": self.problem_type, "labels": self.labels}, fh, indent=1)
+
+    def save(self, output_dir: str) -> None:
+        with open(os.path.join(output_dir, LABEL_FILE), "w") as fh:
+            json.dump({"problem_type": self.problem_type, "labels": self.labels}, fh, indent=1)
 
     def _checkpoint_labels(self):
         """(problem_type, labels) from a fine-tuned checkpoint's config.json, if it has a head."""

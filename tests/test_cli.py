@@ -90,3 +90,12 @@ def test_overrides_after_options(tmp_path, cls_config, capsys):
 
     with pytest.raises(SystemExit):
         run(["predict", cfg, "--input", inp, "--output", "o.jsonl", "--bogus"])
+
+
+def test_bad_data_leaves_no_half_made_run(tmp_path, cls_config, capsys):
+    bad = write_jsonl(tmp_path / "bad_eval.jsonl", [{"text": "a b", "label": "pos"}, {"text": "c", "label": "meh"}])
+    cls_config["data"]["eval"] = bad
+    cfg = write_yaml(tmp_path / "c.yaml", cls_config)
+    assert run(["train", cfg]) == 2
+    assert "bad_eval.jsonl: line 2: unknown label 'meh'" in capsys.readouterr().err
+    assert not os.path.exists(cls_config["output_dir"])
