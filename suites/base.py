@@ -77,12 +77,14 @@ class SuiteTrainer(Trainer):
         self.suite_cfg = suite_cfg
         for cb in callbacks_for(suite_cfg):  # signals, non-finite steps (suites/reliability.py)
             self.add_callback(cb)
-        self._last_log = (time.perf_counter(), 0, 0)  # time, tokens seen, step
+        self._last_log = (time.perf_counter(), 0, 0)  # time, tokens seen, samples seen
+        self._samples_seen = 0  # documents in this process's micro-batches (packed rows hold several)
         self._pause = _PauseClock()  # evaluation and checkpoint time, left out of tokens/s
         self.add_callback(self._pause)
 
     # -- reliability (suites/reliability.py) -----------------------------------
     def training_step(self, model, inputs, num_items_in_batch=None):
+        self._samples_seen += count_samples(inputs)
         loss = super().training_step(model, inputs, num_items_in_batch)
         from .reliability import NonFiniteGuard, find_callback
 
@@ -138,12 +140,10 @@ class SuiteTrainer(Trainer):
     def _throughput(self) -> dict:
         now = time.perf_counter()
         tokens = int(getattr(self.state, "num_input_tokens_seen", 0) or 0)
-        step = self.state.global_step
-        t0, tok0, step0 = self._last_log
-        self._last_log = (now, tokens, step)
+        t0, tok0, seen0 = self._last_log
+        self._last_log = (now, tokens, self._samples_seen)
         dt = max(now - t0 - self._pause.take(), 1e-9)
-        a = self.args
-        samples = (step - step0) * a.per_device_train_batch_size * a.gradient_accumulation_steps * a.world_size
+        samples = (self._samples_seen - seen0) * self.args.world_size  # processes see alike batches
         out = {"tokens_per_s": round((tokens - tok0) / dt, 1), "samples_per_s": round(samples / dt, 2)}
         out.update(peak_memory())
         return out
@@ -172,6 +172,18 @@ class SuiteTrainer(Trainer):
                 json.dump(out, fh, indent=2, sort_keys=True)
             os.replace(tmp, path)
         return out
+
+
+def count_samples(inputs: dict) -> int:
+    """Documents in a micro-batch, read from its CPU tensors before they move to the device (no
+    sync): a packed row without attention mask holds one document per position-id restart."""
+    ids = inputs.get("input_ids")
+    if ids is None:
+        return 0
+    pos = inputs.get("position_ids")
+    if pos is not None and "attention_mask" not in inputs and pos.device.type == "cpu":
+        return int((pos == 0).sum())
+    return int(ids.shape[0])
 
 
 class GenerationProgress:

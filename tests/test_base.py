@@ -33,3 +33,13 @@ def test_progress_bars_follow_log_level(tmp_path, cls_config, monkeypatch):
     assert base.training_arguments(cfg, has_eval=True).disable_tqdm is False
     cfg.train["log_level"] = "warning"
     assert base.training_arguments(cfg, has_eval=True).disable_tqdm is True
+
+
+def test_count_samples_counts_documents_of_packed_rows():
+    import torch
+
+    padded = {"input_ids": torch.zeros(4, 7, dtype=torch.long), "attention_mask": torch.ones(4, 7)}
+    assert base.count_samples(padded) == 4
+    packed = {"input_ids": torch.zeros(1, 9, dtype=torch.long),
+              "position_ids": torch.tensor([[0, 1, 2, 0, 1, 0, 1, 2, 3]])}
+    assert base.count_samples(packed) == 3
