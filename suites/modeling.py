@@ -109,7 +109,7 @@ def load_model(cfg, auto_cls, tokenizer, config_updates: dict | None = None, kee
     else:
         name = resolve(m.name_or_path)
         if name and os.path.isfile(os.path.join(name, "adapter_config.json")):
-            return load_adapter_model(cfg, auto_cls, tokenizer, name, **kwargs)
+            return load_adapter_model(cfg, auto_cls, tokenizer, name, updates, keep_full_precision, **kwargs)
         qc = quantization_config(cfg, keep_full_precision)
         if qc is not None:
             kwargs["quantization_config"] = qc
@@ -124,8 +124,10 @@ def load_model(cfg, auto_cls, tokenizer, config_updates: dict | None = None, kee
     return model
 
 
-def load_adapter_model(cfg, auto_cls, tokenizer, adapter_dir: str, **kwargs):
-    """A saved LoRA adapter (adapter_config.json) on top of the base model it names, for eval/predict."""
+def load_adapter_model(cfg, auto_cls, tokenizer, adapter_dir: str, config_updates: dict | None = None,
+                       keep_full_precision=None, **kwargs):
+    """A saved LoRA adapter (adapter_config.json) on top of the base model it names, for eval/predict.
+    `config_updates` shape the base as in training (e.g. the number of labels of a new head)."""
     import json
 
     from peft import PeftModel
@@ -134,12 +136,13 @@ def load_adapter_model(cfg, auto_cls, tokenizer, adapter_dir: str, **kwargs):
         base = json.load(fh).get("base_model_name_or_path")
     if not base:
         raise UserError(f"model: {adapter_dir}: adapter_config.json names no base model (base_model_name_or_path)")
-    qc = quantization_config(cfg)
+    qc = quantization_config(cfg, keep_full_precision)
     if qc is not None:
         kwargs.update(quantization_config=qc, dtype=compute_dtype())
     try:
         model = auto_cls.from_pretrained(resolve(base), revision=cfg.model.revision,
-                                         trust_remote_code=cfg.model.trust_remote_code, **kwargs)
+                                         trust_remote_code=cfg.model.trust_remote_code,
+                                         **(config_updates or {}), **kwargs)
     except (OSError, ValueError) as exc:
         raise _hub_error("base model of the adapter", base, exc) from None
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:

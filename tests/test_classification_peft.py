@@ -50,7 +50,15 @@ def test_peft_and_quantized_runs(tmp_path, cls_config, pretrained_dir, extra):
 
 
 def test_eval_of_a_lora_run_dir(tmp_path, cls_config, pretrained_dir):
+    """Three labels: the base loads with the trained head's size before the adapter goes on."""
+    from tests.conftest import sentiment_rows, write_jsonl
+
+    rows = sentiment_rows(60, 3)
+    for i, r in enumerate(rows):
+        r["label"] = ["neg", "pos", "mixed"][i % 3]
+    data = write_jsonl(tmp_path / "three.jsonl", rows)
     c = copy.deepcopy(cls_config)
+    c["data"].update(train=data, eval=data)
     c.pop("tokenizer")
     c["model"] = {"name_or_path": pretrained_dir}
     c["peft"] = {"r": 4, "target_modules": ["query", "value"]}
