@@ -30,6 +30,18 @@ def required_columns(cfg, cols, split) -> list[str]:
     return need + [d.label_column]
 
 
+def _as_number(v):
+    """A label read as text that spells a number, as that number; anything else as it is."""
+    if not isinstance(v, str):
+        return v
+    for kind in (int, float):
+        try:
+            return kind(v.strip())
+        except ValueError:
+            pass
+    return v
+
+
 def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -66,8 +78,11 @@ class ClassificationTask(Task):
     def setup(self, splits, tokenizer, model_config=None) -> None:
         d = self.cfg.data
         trained = self._checkpoint_labels()
+        if tokenizer.pad_token is None:  # decoder LMs (GPT-2, Llama) ship without one
+            tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
         if "train" in splits:
-            values = splits["train"][d.label_column]
+            # csv/tsv give every field as text: "0.5" is a number, "10" sorts after "9"
+            values = [_as_number(v) for v in splits["train"][d.label_column]]
             self.problem_type = self.problem_type or self._detect(values)
             if self.problem_type == REGRESSION:
                 self.labels = []
@@ -132,7 +147,7 @@ class ClassificationTask(Task):
         if cw is None:
             return None
         if cw == "auto":  # inverse frequency, mean weight 1
-            counts = Counter(str(v) for v in values)
+            counts = Counter(str(_as_number(v)) for v in values)
             n, k = len(values), len(self.labels)
             return [n / (k * counts[name]) if counts[name] else 0.0 for name in self.labels]
         if not isinstance(cw, list) or len(cw) != len(self.labels):
@@ -141,6 +156,7 @@ class ClassificationTask(Task):
         return [float(x) for x in cw]
 
     def _label_id(self, v, row, spec) -> int:
+        v = _as_number(v)
         name = str(v)
         if name not in self.label2id:
             if _is_number(v) and float(v) == int(v) and name not in self.labels:

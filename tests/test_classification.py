@@ -174,3 +174,36 @@ def test_minilm_learns_sst2_slice(tmp_path):
     assert run(["train", write_yaml(tmp_path / "c.yaml", c)]) == 0
     results = json.load(open(tmp_path / "sst2" / "results.json"))
     assert results["eval_accuracy"] > 0.7, results  # chance is ~0.5
+
+
+def test_csv_labels_that_are_numbers(tmp_path, cls_config):
+    """csv/tsv fields are text: float scores still mean regression, integer labels sort as numbers."""
+    reg = tmp_path / "sts.tsv"
+    reg.write_text("text\tlabel\n" + "".join(f"pair {i}\t{i * 0.75}\n" for i in range(8)))
+    _, task, _, _, data = runner.build(_cfg(tmp_path, cls_config, train=str(reg), eval=None), "train")
+    assert task.problem_type == "regression" and data["train"]["labels"][1] == 0.75
+
+    ints = tmp_path / "ints.csv"
+    ints.write_text("text,label\n" + "".join(f"row {i},{i % 11}\n" for i in range(22)))
+    _, task, _, _, data = runner.build(_cfg(tmp_path, cls_config, train=str(ints), eval=None), "train")
+    assert task.labels == [str(i) for i in range(11)]  # 0..10, not "0","1","10","2",...
+    assert data["train"]["labels"][:11] == list(range(11))
+
+
+def test_decoder_model_without_pad_token(tmp_path, cls_config):
+    c = copy.deepcopy(cls_config)
+    c["model"]["from_config"] = {"model_type": "gpt2", "n_embd": 32, "n_layer": 2, "n_head": 2, "n_positions": 64}
+    from tasks.tokenizer import SpecialTokens, train_tokenizer
+    from tests.conftest import sentiment_rows
+
+    gpt2_like = SpecialTokens(pad=None, unk="<|unk|>", eos="<|endoftext|>")  # no pad token, like GPT-2
+    tok = train_tokenizer((r["text"] for r in sentiment_rows(96)), 120, gpt2_like)
+    assert tok.pad_token is None
+    tok.save_pretrained(str(tmp_path / "tok"))
+    c["tokenizer"] = {"name_or_path": str(tmp_path / "tok")}
+    c["train"] = {"max_steps": 2, "per_device_train_batch_size": 8, "save_strategy": "no", "use_cpu": True}
+    cfg = config.load(write_yaml(tmp_path / "g.yaml", c))
+    _, _, tok, trainer, _ = runner.build(cfg, "train")
+    assert tok.pad_token == "<|endoftext|>" and trainer.model.config.pad_token_id == tok.pad_token_id
+    trainer.train()
+    assert "eval_accuracy" in trainer.evaluate()
