@@ -199,7 +199,8 @@ class SFTFamily(Family):
 
     @property
     def defaults(self) -> dict:
-        bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        # explicit either way: trl's SFTConfig defaults to bf16=True even on a CPU; fp16 asked for wins
+        bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported() and not self.cfg.train.get("fp16")
         return {"learning_rate": 2e-4 if self.cfg.peft else 2e-5, "per_device_train_batch_size": 8,
                 "per_device_eval_batch_size": 8, "lr_scheduler_type": "cosine", "warmup_steps": 0.03,
                 "gradient_checkpointing": False, "bf16": bf16, "remove_unused_columns": False,

@@ -140,3 +140,19 @@ def test_leaky_attention_refused_with_packing(tmp_path):
     config.from_dict(raw)  # fine without packing
     raw["sft"]["packing"], raw["model"]["attn_implementation"] = True, "flex_attention"
     config.from_dict(raw)
+
+
+def test_fp16_request_turns_the_bf16_default_off(monkeypatch):
+    from types import SimpleNamespace
+
+    import torch
+
+    from suites.sft import SFTFamily
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    cfg = SimpleNamespace(train={"fp16": True}, peft=None, sft=SimpleNamespace(packing=True, batch_tokens=None),
+                          model=SimpleNamespace(attn_implementation=None, trust_remote_code=False))
+    fam = SFTFamily.__new__(SFTFamily)
+    fam.cfg = cfg
+    assert fam.defaults["bf16"] is False
