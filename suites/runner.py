@@ -33,7 +33,10 @@ def _has_previous_run(output_dir: str) -> bool:
 
 
 def guard_output_dir(cfg, overwrite: bool, resume) -> None:
-    """Never overwrite a previous run silently."""
+    """Never overwrite a previous run silently. In a multi-process launch rank 0 alone decides and
+    deletes (ranks deleting the same tree at once fail); its error ends the launch."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
     if resume or not _has_previous_run(cfg.output_dir):
         return
     if not overwrite:
