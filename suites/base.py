@@ -140,10 +140,11 @@ class SuiteTrainer(Trainer):
     def _throughput(self) -> dict:
         now = time.perf_counter()
         tokens = int(getattr(self.state, "num_input_tokens_seen", 0) or 0)
+        seen = int(self._samples_seen)  # one device sync per log line, not per step
         t0, tok0, seen0 = self._last_log
-        self._last_log = (now, tokens, self._samples_seen)
+        self._last_log = (now, tokens, seen)
         dt = max(now - t0 - self._pause.take(), 1e-9)
-        samples = (self._samples_seen - seen0) * self.args.world_size  # processes see alike batches
+        samples = (seen - seen0) * self.args.world_size  # processes see alike batches
         out = {"tokens_per_s": round((tokens - tok0) / dt, 1), "samples_per_s": round(samples / dt, 2)}
         out.update(peak_memory())
         return out
@@ -174,15 +175,17 @@ class SuiteTrainer(Trainer):
         return out
 
 
-def count_samples(inputs: dict) -> int:
-    """Documents in a micro-batch, read from its CPU tensors before they move to the device (no
-    sync): a packed row without attention mask holds one document per position-id restart."""
+def count_samples(inputs: dict):
+    """Documents in a micro-batch: a packed row without attention mask holds one document per
+    position-id restart. On a GPU the count stays a device tensor (no sync per step); the log line
+    reads it."""
     ids = inputs.get("input_ids")
     if ids is None:
         return 0
     pos = inputs.get("position_ids")
-    if pos is not None and "attention_mask" not in inputs and pos.device.type == "cpu":
-        return int((pos == 0).sum())
+    if pos is not None and "attention_mask" not in inputs:
+        restarts = (pos == 0).sum()
+        return int(restarts) if restarts.device.type == "cpu" else restarts
     return int(ids.shape[0])
 
 
