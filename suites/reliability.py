@@ -180,6 +180,12 @@ def callbacks_for(cfg) -> list:
     return [NonFiniteGuard(getattr(cfg, "nonfinite", "stop") if cfg else "stop"), GracefulStop()]
 
 
+def restore_signal_handlers(trainer) -> None:
+    stop = find_callback(trainer, GracefulStop)
+    if stop is not None:
+        stop.on_train_end(None, None, None)
+
+
 def find_callback(trainer, cls):
     return next((c for c in trainer.callback_handler.callbacks if isinstance(c, cls)), None)
 

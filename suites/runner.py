@@ -109,7 +109,10 @@ def train(cfg, overwrite: bool = False, resume=None) -> dict:
         _save_config(cfg)
         task.save(cfg.output_dir)
     start = time.perf_counter()
-    out = trainer.train(resume_from_checkpoint=resume)
+    try:
+        out = trainer.train(resume_from_checkpoint=resume)
+    finally:  # also after a crash: the caller's own SIGINT/SIGTERM handling comes back
+        reliability.restore_signal_handlers(trainer)
     runtime = time.perf_counter() - start
     stopped_extra = reliability.raise_if_stopped(trainer, cfg)  # a signal or a non-finite step
     trainer.save_model()

@@ -243,3 +243,18 @@ def test_nonfinite_key_is_checked(tmp_path, cls_config, capsys):
     cfg = write_yaml(tmp_path / "c.yaml", cls_config)
     assert run(["train", cfg]) == 2
     assert "'nonfinite' must be one of 'stop', 'skip'" in capsys.readouterr().err
+
+
+def test_signal_handlers_restored_after_a_crash(tmp_path, cls_config, monkeypatch):
+    import transformers
+
+    before = signal.getsignal(signal.SIGINT)
+    cfg = write_yaml(tmp_path / "c.yaml", exact_config(cls_config, tmp_path / "r", max_steps=2))
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("out of memory, say")
+
+    monkeypatch.setattr(transformers.Trainer, "training_step", boom)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        run(["train", cfg])
+    assert signal.getsignal(signal.SIGINT) is before
