@@ -65,9 +65,11 @@ def _lines(text: str) -> list[str]:
     return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
 
 
-def read_jsonl(path: str) -> list[dict]:
+def read_jsonl(path: str, limit: int | None = None) -> list[dict]:
     rows = []
     for n, line in enumerate(_lines(_read_text(path)), 1):
+        if limit is not None and len(rows) >= limit:
+            break
         if not line.strip():
             continue
         try:
@@ -275,7 +277,10 @@ def peek_columns(spec: Any, key: str) -> set[str] | None:
         import pyarrow.parquet as pq
 
         return set(pq.read_schema(path).names)
-    rows = read_records(spec, key)
+    # the first records show the columns; the whole file is parsed once, when the task loads it
+    rows = read_jsonl(path, limit=100) if kind == "jsonl" else read_records(spec, key)
+    if not rows:
+        raise UserError(f"{key}: {spec} holds no records")
     cols = set()
     for r in rows[:100]:
         cols.update(r)
