@@ -51,15 +51,7 @@ class ClassificationLoss:
 
 
 class ClassificationTrainer(SuiteTrainer):
-    """The loss comes in as `compute_loss_func`; evaluation keeps row order."""
-
-    def _get_eval_sampler(self, eval_dataset):
-        # transformers applies train_sampling_strategy=group_by_length to eval and predict too, which
-        # returns predictions in length order, not row order (predict files and eval_predictions.jsonl
-        # would pair rows with other rows' predictions)
-        if eval_dataset is None or self.args.world_size > 1:
-            return None  # distributed: accelerate shards the rows in order
-        return torch.utils.data.SequentialSampler(eval_dataset)
+    """The loss comes in as `compute_loss_func`; the base keeps eval and predict rows in order."""
 
 
 class ClassificationFamily(Family):

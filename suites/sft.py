@@ -106,6 +106,8 @@ class SuiteSFTTrainer(SuiteTrainer, trl.SFTTrainer):
                 inputs["input_ids"])
         if model_is_sharded(self.args):  # uneven batch counts: the ranks with fewer join the others' forwards
             most = self.accelerator.reduce(torch.tensor(batches, device=self.args.device), "max")
+            if first is None and int(most) > 0:  # this rank got no batch: join with one real row
+                first = self._prepare_inputs(self.data_collator([dataloader.dataset[0]]))
             for _ in range(int(most) - batches):
                 with torch.no_grad(), self.compute_loss_context_manager():
                     model(**first, fused_lm_head=True, use_cache=False)
