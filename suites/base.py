@@ -83,15 +83,28 @@ class SuiteTrainer(Trainer):
         self.add_callback(self._pause)
 
     # -- reliability (suites/reliability.py) -----------------------------------
+    @property
+    def _guard(self):
+        from .reliability import NonFiniteGuard, find_callback
+
+        if not hasattr(self, "_guard_cb"):
+            self._guard_cb = find_callback(self, NonFiniteGuard)
+        return self._guard_cb
+
     def training_step(self, model, inputs, num_items_in_batch=None):
         self._samples_seen += count_samples(inputs)
         loss = super().training_step(model, inputs, num_items_in_batch)
-        from .reliability import NonFiniteGuard, find_callback
-
-        guard = find_callback(self, NonFiniteGuard)
-        if guard is not None:
-            guard.observe_loss(loss)
+        if self._guard is not None:
+            self._guard.observe_loss(loss)
         return loss
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        # transformers 5 computes the total gradient norm before every optimizer step; the guard
+        # reuses it instead of computing it again
+        norm = super()._get_grad_norm(model, grad_norm)
+        if self._guard is not None:
+            self._guard.observe_grad_norm(norm)
+        return norm
 
     def _save_checkpoint(self, model, trial):
         from .reliability import save_checkpoint_atomically

@@ -124,6 +124,7 @@ class NonFiniteGuard(TrainerCallback):
     def __init__(self, mode: str = "stop"):
         self.mode = mode
         self.bad_loss = None  # tensor flag, set by the trainer for each micro-batch loss
+        self.grad_norm = None  # the trainer's total gradient norm of this step, when it hands it over
         self.skipped = 0
         self.failed_step = None
 
@@ -131,13 +132,19 @@ class NonFiniteGuard(TrainerCallback):
         bad = ~torch.isfinite(loss.detach()).all()
         self.bad_loss = bad if self.bad_loss is None else (self.bad_loss | bad)
 
+    def observe_grad_norm(self, norm) -> None:
+        self.grad_norm = norm
+
     def _nonfinite(self, args, model) -> bool:
         flags = []
         if self.bad_loss is not None:
             flags.append(self.bad_loss.to(args.device))
         self.bad_loss = None
+        norm, self.grad_norm = self.grad_norm, None
         # With fp16 the grad scaler owns overflowed gradients (it skips those steps itself).
-        if not args.fp16 and model is not None:
+        if not args.fp16 and norm is not None:
+            flags.append(~torch.isfinite(torch.as_tensor(norm, device=args.device)))
+        elif not args.fp16 and model is not None:
             grads = [p.grad for p in model.parameters() if p.grad is not None]
             if grads:
                 norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0, error_if_nonfinite=False)

@@ -258,3 +258,22 @@ def test_signal_handlers_restored_after_a_crash(tmp_path, cls_config, monkeypatc
     with pytest.raises(RuntimeError, match="out of memory"):
         run(["train", cfg])
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_guard_reuses_the_trainers_gradient_norm(tmp_path, cls_config, monkeypatch):
+    from suites import config as config_mod
+    from suites import runner
+    from suites.reliability import NonFiniteGuard
+
+    seen, original = [], NonFiniteGuard.observe_grad_norm
+
+    def spy(self, norm):
+        seen.append(norm)
+        original(self, norm)
+
+    monkeypatch.setattr(NonFiniteGuard, "observe_grad_norm", spy)
+    monkeypatch.setattr(torch.nn.utils, "get_total_norm", lambda *a, **k: pytest.fail("norm computed twice"))
+    cfg = config_mod.load(write_yaml(tmp_path / "c.yaml", exact_config(cls_config, tmp_path / "r", max_steps=2)))
+    _, _, _, trainer, _ = runner.build(cfg, "train")
+    trainer.train()
+    assert len(seen) == 2 and all(float(n) > 0 for n in seen)
