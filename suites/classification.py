@@ -84,9 +84,9 @@ class ClassificationFamily(Family):
     def predict_rows(self, trainer, task, dataset, tokenizer) -> list[dict]:
         out = trainer.predict(dataset.remove_columns([c for c in ("labels",) if c in dataset.column_names]))
         logits = out.predictions[0] if isinstance(out.predictions, tuple) else out.predictions
-        rows = []
         if task.problem_type == REGRESSION:
             return [{"prediction": float(v)} for v in np.asarray(logits).reshape(-1)]
+        rows = []
         if task.problem_type == MULTI:
             probs = sigmoid(logits)
             thr = self.cfg.loss.multi_label_threshold

@@ -62,7 +62,7 @@ class Task:
     def texts_for_tokenizer(self, ds):
         raise NotImplementedError
 
-    def setup(self, splits: dict, tokenizer, model_config=None) -> None:
+    def setup(self, splits: dict, tokenizer) -> None:
         """Fit what depends on the data (label maps, ...)."""
 
     def save(self, output_dir: str) -> None:

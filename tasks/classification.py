@@ -75,7 +75,7 @@ class ClassificationTask(Task):
                     raise UserError(f"{where(spec, ds[i])}: column '{d.label_column}' is empty")
 
     # -- labels --------------------------------------------------------------
-    def setup(self, splits, tokenizer, model_config=None) -> None:
+    def setup(self, splits, tokenizer) -> None:
         d = self.cfg.data
         trained = self._checkpoint_labels()
         if tokenizer.pad_token is None:  # decoder LMs (GPT-2, Llama) ship without one

@@ -177,7 +177,7 @@ class InstructionTask(Task):
             else:
                 yield from (row[c] for c in COLUMNS[fmt] if isinstance(row.get(c), str))
 
-    def setup(self, splits, tokenizer, model_config=None) -> None:
+    def setup(self, splits, tokenizer) -> None:
         if tokenizer.chat_template is None:
             tokenizer.chat_template = CHATML_TEMPLATE
             missing = [t for t in ("<|im_start|>", "<|im_end|>") if t not in tokenizer.get_vocab()]

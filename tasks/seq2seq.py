@@ -146,7 +146,7 @@ class Seq2SeqTask(Task):
             if t:
                 yield t
 
-    def setup(self, splits: dict, tokenizer, model_config=None) -> None:
+    def setup(self, splits: dict, tokenizer) -> None:
         """Multilingual tokenizers (mBART, NLLB, M2M) take the language codes when they know them."""
         d = self.cfg.data
         vocab = tokenizer.get_vocab()
