@@ -38,7 +38,6 @@ def training_arguments(cfg, has_eval: bool, family_defaults: dict | None = None,
         "logging_steps": 10,
         "save_total_limit": 2,
         "report_to": "none",
-        "include_num_input_tokens_seen": "non_padding",
         "eval_strategy": "epoch" if has_eval else "no",
         "save_strategy": "epoch",
         # bars only on a terminal, and not when the user asked for warnings and errors only
@@ -79,6 +78,7 @@ class SuiteTrainer(Trainer):
             self.add_callback(cb)
         self._last_log = (time.perf_counter(), 0, 0)  # time, tokens seen, samples seen
         self._samples_seen = 0  # documents in this process's micro-batches (packed rows hold several)
+        self._tokens_seen = 0  # their real (non-pad) tokens
         self._pause = _PauseClock()  # evaluation and checkpoint time, left out of tokens/s
         self.add_callback(self._pause)
 
@@ -93,6 +93,7 @@ class SuiteTrainer(Trainer):
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         self._samples_seen += count_samples(inputs)
+        self._tokens_seen += count_tokens(inputs, getattr(self.model.config, "is_encoder_decoder", False))
         loss = super().training_step(model, inputs, num_items_in_batch)
         if self._guard is not None:
             self._guard.observe_loss(loss)
@@ -152,7 +153,7 @@ class SuiteTrainer(Trainer):
 
     def _throughput(self) -> dict:
         now = time.perf_counter()
-        tokens = int(getattr(self.state, "num_input_tokens_seen", 0) or 0)
+        tokens = int(self._tokens_seen) * self.args.world_size  # one sync per log line; ranks alike
         seen = int(self._samples_seen)  # one device sync per log line, not per step
         t0, tok0, seen0 = self._last_log
         self._last_log = (now, tokens, seen)
@@ -188,6 +189,24 @@ class SuiteTrainer(Trainer):
         return out
 
 
+def _as_count(t):
+    return int(t) if t.device.type == "cpu" else t  # a device tensor: summed without a sync
+
+
+def count_tokens(inputs: dict, encoder_decoder: bool = False):
+    """Real tokens of a micro-batch: the attention mask's ones (all of a padding-free packed row),
+    plus, for an encoder-decoder model, the target tokens its decoder works on."""
+    ids = inputs.get("input_ids")
+    if ids is None:
+        return 0
+    mask = inputs.get("attention_mask")
+    n = _as_count(mask.sum()) if mask is not None else int(ids.numel())
+    labels = inputs.get("labels")
+    if encoder_decoder and labels is not None:
+        n = n + _as_count((labels != -100).sum())
+    return n
+
+
 def count_samples(inputs: dict):
     """Documents in a micro-batch: a packed row without attention mask holds one document per
     position-id restart. On a GPU the count stays a device tensor (no sync per step); the log line
@@ -197,8 +216,7 @@ def count_samples(inputs: dict):
         return 0
     pos = inputs.get("position_ids")
     if pos is not None and "attention_mask" not in inputs:
-        restarts = (pos == 0).sum()
-        return int(restarts) if restarts.device.type == "cpu" else restarts
+        return _as_count((pos == 0).sum())
     return int(ids.shape[0])
 
 

@@ -43,3 +43,16 @@ def test_count_samples_counts_documents_of_packed_rows():
     packed = {"input_ids": torch.zeros(1, 9, dtype=torch.long),
               "position_ids": torch.tensor([[0, 1, 2, 0, 1, 0, 1, 2, 3]])}
     assert base.count_samples(packed) == 3
+
+
+def test_count_tokens_real_tokens_only():
+    import torch
+
+    padded = {"input_ids": torch.zeros(2, 5, dtype=torch.long),
+              "attention_mask": torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])}
+    assert base.count_tokens(padded) == 8
+    packed = {"input_ids": torch.zeros(1, 9, dtype=torch.long), "position_ids": torch.zeros(1, 9)}
+    assert base.count_tokens(packed) == 9
+    seq2seq = dict(padded, labels=torch.tensor([[5, 6, -100], [7, -100, -100]]))
+    assert base.count_tokens(seq2seq, encoder_decoder=True) == 8 + 3
+    assert base.count_tokens(seq2seq) == 8  # a causal LM's labels are its inputs
