@@ -115,55 +115,57 @@ class Seq2SeqSuiteTrainer(SuiteTrainer, transformers.Seq2SeqTrainer):
         model = self.accelerator.unwrap_model(self.model)
         was_training = model.training
         model.eval()
-        gc = self.generation_config(model, **gen_kwargs)
-        columns = [c for c in ("input_ids", "attention_mask", "labels") if c in dataset.column_names]
-        data = {c: list(dataset[c]) for c in columns}
-        with_loss = with_loss and "labels" in data
-        n = len(dataset)
-        order = sorted(range(n), key=lambda i: -len(data["input_ids"][i]))
-        mine = order[self.args.process_index::self.args.world_size]
-        size = (self.generation.batch_size if self.generation and self.generation.batch_size
-                else self.args.per_device_eval_batch_size)
-        hyps, lens, loss_sum, tokens = {}, {}, 0.0, 0
-        synced = model_is_sharded(self.args)
-        if synced:  # a sharded model: every rank joins every forward, so all run the same number of batches
-            rounds = math.ceil(math.ceil(n / self.args.world_size) / size)
-            mine = mine + [order[0]] * (rounds * size - len(mine))  # filler rows, dropped below
-        real = len(order[self.args.process_index::self.args.world_size])
-        pos = 0
-        bar = GenerationProgress(real, self.args.disable_tqdm or not self.is_world_process_zero())
-        while pos < len(mine):
-            idx = mine[pos:pos + size]
-            batch = self.data_collator([{c: data[c][i] for c in columns} for i in idx])
-            batch = {k: v.to(self.args.device) for k, v in batch.items()}
-            keep = max(0, min(len(idx), real - pos))  # filler rows come last
-            if keep < len(idx) and "labels" in batch:  # filler rows count in no loss
-                batch["labels"] = batch["labels"].clone()
-                batch["labels"][keep:] = IGNORE_INDEX
-            try:
-                texts, lengths, loss, count = self._generate_batch(model, batch, gc, with_loss, synced)
-            except torch.cuda.OutOfMemoryError:
-                if size == 1 or synced:
-                    raise
-                size = max(1, size // 2)
-                torch.cuda.empty_cache()
-                log.warning("generation ran out of GPU memory; batch size now %d", size)
-                continue
-            for i, t, length in zip(idx[:keep], texts, lengths):
-                hyps[i], lens[i] = t, length
-            loss_sum, tokens = loss_sum + loss, tokens + count
-            pos += len(idx)
-            bar.update(keep, sum(lengths[:keep]))
-        bar.close()
-        if self.args.world_size > 1:
-            gathered = [None] * self.args.world_size
-            torch.distributed.all_gather_object(gathered, (hyps, lens, loss_sum, tokens))
+        try:
+            gc = self.generation_config(model, **gen_kwargs)
+            columns = [c for c in ("input_ids", "attention_mask", "labels") if c in dataset.column_names]
+            data = {c: list(dataset[c]) for c in columns}
+            with_loss = with_loss and "labels" in data
+            n = len(dataset)
+            order = sorted(range(n), key=lambda i: -len(data["input_ids"][i]))
+            mine = order[self.args.process_index::self.args.world_size]
+            size = (self.generation.batch_size if self.generation and self.generation.batch_size
+                    else self.args.per_device_eval_batch_size)
             hyps, lens, loss_sum, tokens = {}, {}, 0.0, 0
-            for h, le, ls, tk in gathered:
-                hyps.update(h)
-                lens.update(le)
-                loss_sum, tokens = loss_sum + ls, tokens + tk
-        model.train(was_training)
+            synced = model_is_sharded(self.args)
+            if synced:  # a sharded model: every rank joins every forward, so all run the same number of batches
+                rounds = math.ceil(math.ceil(n / self.args.world_size) / size)
+                mine = mine + [order[0]] * (rounds * size - len(mine))  # filler rows, dropped below
+            real = len(order[self.args.process_index::self.args.world_size])
+            pos = 0
+            bar = GenerationProgress(real, self.args.disable_tqdm or not self.is_world_process_zero())
+            while pos < len(mine):
+                idx = mine[pos:pos + size]
+                batch = self.data_collator([{c: data[c][i] for c in columns} for i in idx])
+                batch = {k: v.to(self.args.device) for k, v in batch.items()}
+                keep = max(0, min(len(idx), real - pos))  # filler rows come last
+                if keep < len(idx) and "labels" in batch:  # filler rows count in no loss
+                    batch["labels"] = batch["labels"].clone()
+                    batch["labels"][keep:] = IGNORE_INDEX
+                try:
+                    texts, lengths, loss, count = self._generate_batch(model, batch, gc, with_loss, synced)
+                except torch.cuda.OutOfMemoryError:
+                    if size == 1 or synced:
+                        raise
+                    size = max(1, size // 2)
+                    torch.cuda.empty_cache()
+                    log.warning("generation ran out of GPU memory; batch size now %d", size)
+                    continue
+                for i, t, length in zip(idx[:keep], texts, lengths):
+                    hyps[i], lens[i] = t, length
+                loss_sum, tokens = loss_sum + loss, tokens + count
+                pos += len(idx)
+                bar.update(keep, sum(lengths[:keep]))
+            bar.close()
+            if self.args.world_size > 1:
+                gathered = [None] * self.args.world_size
+                torch.distributed.all_gather_object(gathered, (hyps, lens, loss_sum, tokens))
+                hyps, lens, loss_sum, tokens = {}, {}, 0.0, 0
+                for h, le, ls, tk in gathered:
+                    hyps.update(h)
+                    lens.update(le)
+                    loss_sum, tokens = loss_sum + ls, tokens + tk
+        finally:
+            model.train(was_training)
         out = {"hypotheses": [hyps[i] for i in range(n)], "gen_lengths": [lens[i] for i in range(n)]}
         if with_loss:
             out["loss"] = loss_sum / max(tokens, 1)

@@ -92,35 +92,37 @@ class SuiteSFTTrainer(SuiteTrainer, trl.SFTTrainer):
         model = self.model
         was_training = model.training
         model.eval()
-        sums = torch.zeros(3, dtype=torch.float64, device=self.args.device)  # nll, tokens, correct
-        docs = batches = 0
-        first = None
-        for inputs in dataloader:
-            inputs = self._prepare_inputs(inputs)
-            first, batches = first or inputs, batches + 1
-            with torch.no_grad(), self.compute_loss_context_manager():
-                out = model(**inputs, fused_lm_head=True, use_cache=False)
-            sums += torch.stack([-out.log_probs.double().sum(), out.label_mask.sum().double(),
-                                 out.is_top1.double().sum()])
-            docs += int((inputs["position_ids"] == 0).sum()) if "attention_mask" not in inputs else len(
-                inputs["input_ids"])
-        if model_is_sharded(self.args):  # uneven batch counts: the ranks with fewer join the others' forwards
-            most = self.accelerator.reduce(torch.tensor(batches, device=self.args.device), "max")
-            if first is None and int(most) > 0:  # this rank got no batch: join with one real row
-                first = self._prepare_inputs(self.data_collator([dataloader.dataset[0]]))
-            for _ in range(int(most) - batches):
+        try:
+            sums = torch.zeros(3, dtype=torch.float64, device=self.args.device)  # nll, tokens, correct
+            docs = batches = 0
+            first = None
+            for inputs in dataloader:
+                inputs = self._prepare_inputs(inputs)
+                first, batches = first or inputs, batches + 1
                 with torch.no_grad(), self.compute_loss_context_manager():
-                    model(**first, fused_lm_head=True, use_cache=False)
-        sums = self.accelerator.reduce(sums, "sum") if self.accelerator.num_processes > 1 else sums
-        nll, n, correct = (float(x) for x in sums)
-        loss = nll / max(n, 1)
-        metrics = {f"{metric_key_prefix}_loss": loss, f"{metric_key_prefix}_perplexity": math.exp(min(loss, 50)),
-                   f"{metric_key_prefix}_mean_token_accuracy": correct / max(n, 1),
-                   f"{metric_key_prefix}_num_tokens": int(n)}
-        k = self.suite_cfg.sft.eval_generations
-        if k and self.generation_rows:
-            metrics.update({f"{metric_key_prefix}_{key}": v for key, v in self.generation_eval(k).items()})
-        model.train(was_training)
+                    out = model(**inputs, fused_lm_head=True, use_cache=False)
+                sums += torch.stack([-out.log_probs.double().sum(), out.label_mask.sum().double(),
+                                     out.is_top1.double().sum()])
+                docs += int((inputs["position_ids"] == 0).sum()) if "attention_mask" not in inputs else len(
+                    inputs["input_ids"])
+            if model_is_sharded(self.args):  # uneven batch counts: the ranks with fewer join the others' forwards
+                most = self.accelerator.reduce(torch.tensor(batches, device=self.args.device), "max")
+                if first is None and int(most) > 0:  # this rank got no batch: join with one real row
+                    first = self._prepare_inputs(self.data_collator([dataloader.dataset[0]]))
+                for _ in range(int(most) - batches):
+                    with torch.no_grad(), self.compute_loss_context_manager():
+                        model(**first, fused_lm_head=True, use_cache=False)
+            sums = self.accelerator.reduce(sums, "sum") if self.accelerator.num_processes > 1 else sums
+            nll, n, correct = (float(x) for x in sums)
+            loss = nll / max(n, 1)
+            metrics = {f"{metric_key_prefix}_loss": loss, f"{metric_key_prefix}_perplexity": math.exp(min(loss, 50)),
+                       f"{metric_key_prefix}_mean_token_accuracy": correct / max(n, 1),
+                       f"{metric_key_prefix}_num_tokens": int(n)}
+            k = self.suite_cfg.sft.eval_generations
+            if k and self.generation_rows:
+                metrics.update({f"{metric_key_prefix}_{key}": v for key, v in self.generation_eval(k).items()})
+        finally:
+            model.train(was_training)
         return EvalLoopOutput(predictions=None, label_ids=None, metrics=metrics, num_samples=docs)
 
     def generation_eval(self, k: int) -> dict:
