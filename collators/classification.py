@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from . import round_up
+
 
 class ClassificationCollator:
     """Dynamic padding; labels stay as given (int ids, float vectors or float targets)."""
@@ -14,9 +16,7 @@ class ClassificationCollator:
         self.multiple = pad_to_multiple_of
 
     def __call__(self, rows: list[dict]) -> dict:
-        longest = max(len(r["input_ids"]) for r in rows)
-        if self.multiple:
-            longest = -(-longest // self.multiple) * self.multiple
+        longest = round_up(max(len(r["input_ids"]) for r in rows), self.multiple)
         batch = {}
         for key, fill in (("input_ids", self.pad_id), ("attention_mask", 0), ("token_type_ids", 0)):
             if key not in rows[0]:

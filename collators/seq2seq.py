@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from . import round_up
+
 IGNORE_INDEX = -100
 
 
@@ -25,7 +27,7 @@ class Seq2SeqCollator:
         self.label_pad_id = label_pad_id
 
     def _round(self, n: int) -> int:
-        return -(-n // self.multiple) * self.multiple if self.multiple else n
+        return round_up(n, self.multiple)
 
     def __call__(self, rows: list[dict]) -> dict:
         longest = self._round(max(len(r["input_ids"]) for r in rows))

@@ -37,6 +37,8 @@ import bisect
 
 import torch
 
+from . import round_up
+
 IGNORE = -100
 
 
@@ -80,10 +82,9 @@ def budget_groups(lengths: list[int], budget: int, multiple: int | None = None, 
 
     rng = random.Random(seed)
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i], rng.random()))  # ascending
-    pad = (lambda n: -(-n // multiple) * multiple) if multiple else (lambda n: n)
     groups: list[list[int]] = []
     for i in order:  # ascending: the newest document is the longest of its group
-        if groups and (len(groups[-1]) + 1) * pad(lengths[i]) <= budget:
+        if groups and (len(groups[-1]) + 1) * round_up(lengths[i], multiple) <= budget:
             groups[-1].append(i)
         else:
             groups.append([i])
@@ -147,9 +148,7 @@ class PaddingCollator:
     def __call__(self, rows: list[dict]) -> dict:
         if any(r.get("seq_lengths") for r in rows):  # token-budget groups (group_documents)
             rows = split_documents(rows)
-        longest = max(len(r["input_ids"]) for r in rows)
-        if self.multiple:
-            longest = -(-longest // self.multiple) * self.multiple
+        longest = round_up(max(len(r["input_ids"]) for r in rows), self.multiple)
         batch = {"input_ids": [], "attention_mask": [], "labels": []}
         for r in rows:
             n, pad = len(r["input_ids"]), longest - len(r["input_ids"])

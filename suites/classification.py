@@ -17,7 +17,7 @@ from tasks.metrics.classification import sigmoid, softmax
 from tasks.tokenizer import BERT_LIKE
 
 from .base import SuiteTrainer
-from .family import Family
+from .family import Family, pad_multiple
 from .modeling import apply_peft, load_model
 
 
@@ -75,7 +75,7 @@ class ClassificationFamily(Family):
         return apply_peft(self.cfg, model, "SEQ_CLS")
 
     def collator(self, tokenizer, task):
-        return ClassificationCollator(tokenizer, pad_to_multiple_of=8 if torch.cuda.is_available() else None)
+        return ClassificationCollator(tokenizer, pad_to_multiple_of=pad_multiple())
 
     def trainer_kwargs(self, tokenizer, task) -> dict:
         loss = ClassificationLoss(task.problem_type, task.class_weights, self.cfg.loss.label_smoothing or 0.0)

@@ -35,6 +35,13 @@ class Family:
         raise NotImplementedError
 
 
+def pad_multiple() -> int | None:
+    """Pad batch lengths to a multiple of 8 on a GPU (tensor cores); no padding beyond need on CPU."""
+    import torch
+
+    return 8 if torch.cuda.is_available() else None
+
+
 FAMILIES = {
     "classification": "suites.classification:ClassificationFamily",
     "seq2seq": "suites.seq2seq:Seq2SeqFamily",

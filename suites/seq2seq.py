@@ -28,7 +28,7 @@ from tasks.tokenizer import BART_LIKE, T5_LIKE
 from .base import GenerationProgress, SuiteTrainer
 from .distributed import model_is_sharded
 from .errors import UserError
-from .family import Family
+from .family import Family, pad_multiple
 from .modeling import apply_peft, load_model
 from .validate import T5_FAMILY
 
@@ -294,7 +294,7 @@ class Seq2SeqFamily(Family):
         return apply_peft(self.cfg, model, "SEQ_2_SEQ_LM")
 
     def collator(self, tokenizer, task):
-        return Seq2SeqCollator(tokenizer, pad_to_multiple_of=8 if torch.cuda.is_available() else None)
+        return Seq2SeqCollator(tokenizer, pad_to_multiple_of=pad_multiple())
 
     def trainer_kwargs(self, tokenizer, task) -> dict:
         smoothing = self.cfg.loss.label_smoothing

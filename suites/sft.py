@@ -29,7 +29,7 @@ from tasks.tokenizer import CHAT_LIKE
 
 from .base import GenerationProgress, SuiteTrainer
 from .distributed import model_is_sharded
-from .family import Family
+from .family import Family, pad_multiple
 from .modeling import apply_peft, load_model
 from .sft_speed import attention_kwargs, speed_defaults, use_generation_attention
 
@@ -50,7 +50,7 @@ class SuiteSFTTrainer(SuiteTrainer, trl.SFTTrainer):
         if s.batch_tokens and train_dataset is not None:  # one row of at most batch_tokens per micro-batch
             targs = kwargs["args"]
             train_dataset = group_documents(train_dataset, s.batch_tokens, s.packing,
-                                            8 if torch.cuda.is_available() else None, seed=targs.seed)
+                                            pad_multiple(), seed=targs.seed)
             targs.per_device_train_batch_size = 1
         elif s.packing:
             train_dataset = pack_documents(train_dataset, s.max_length) if train_dataset is not None else None
@@ -224,7 +224,7 @@ class SFTFamily(Family):
     def collator(self, tokenizer, task):
         if self.cfg.sft.packing:
             return PackedCollator()
-        return PaddingCollator(tokenizer.pad_token_id, 8 if torch.cuda.is_available() else None)
+        return PaddingCollator(tokenizer.pad_token_id, pad_multiple())
 
     def trainer_kwargs(self, tokenizer, task) -> dict:
         return {"generation_rows": task.generation_rows.get("eval")}
