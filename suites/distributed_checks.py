@@ -2,7 +2,8 @@
 of the run config; called by suites/validate.py. Each rule fails with one line saying what to set.
 
 Presets: `train.deepspeed: zero2 | zero3 | zero3-offload` and `train.fsdp_config: fsdp2` name the JSON
-files in scripts/ (their "auto" fields are filled by transformers from the `train:` block).
+files in suites/presets/ (shipped inside the package, so a plain wheel install finds them; scripts/ links
+to them). Their "auto" fields are filled by transformers from the `train:` block.
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ import os
 
 from .errors import UserError
 
-SCRIPTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts")
+PRESETS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "presets")
 DEEPSPEED_PRESETS = {"zero2": "ds_zero2.json", "zero3": "ds_zero3.json", "zero3-offload": "ds_zero3_offload.json"}
 FSDP_PRESETS = {"fsdp2": "fsdp2.json"}
 DEEPSPEED_INSTALL = "pip install 'trainsuite[deepspeed]' (or pip install deepspeed)"
 
 
 def preset_path(name: str, presets: dict) -> str | None:
-    return os.path.join(SCRIPTS, presets[name]) if name in presets else None
+    return os.path.join(PRESETS_DIR, presets[name]) if name in presets else None
 
 
 def _json_setting(value, key: str):

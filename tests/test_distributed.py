@@ -113,7 +113,7 @@ def test_launch_command_cpu_and_multi_node():
     assert "--nproc-per-node=4" in cmd and "--nnodes=2" in cmd and "--node-rank=1" in cmd
     assert "--master-addr=10.0.0.1" in cmd and "--master-port=29500" in cmd
     tail = cmd[cmd.index("suites.cli") + 1:]
-    assert tail[:3] == ["eval", "c.yaml", "train.fsdp=true"] and tail[3].endswith("scripts/fsdp2.json")
+    assert tail[:3] == ["eval", "c.yaml", "train.fsdp=true"] and tail[3].endswith("presets/fsdp2.json")
 
 
 def test_launch_refuses_deepspeed_without_the_package(tmp_path):
@@ -192,7 +192,7 @@ def test_qlora_with_zero3_needs_4_bit_and_not_fp16(tmp_path, fake_deepspeed):
         _check(tmp_path, train={"fsdp": True, "fp16": True}, peft={}, quantization={"bits": 4})
     _one_line(e, "QLoRA", "FSDP", "bf16")
     cfg = _check(tmp_path, train={"deepspeed": "zero3", "bf16": True}, peft={}, quantization={"bits": 4})
-    assert cfg.train["deepspeed"].endswith("scripts/ds_zero3.json")
+    assert cfg.train["deepspeed"].endswith("presets/ds_zero3.json")
     from suites.modeling import quantization_config
 
     assert "bnb_4bit_quant_storage" in str(quantization_config(cfg).to_dict())
@@ -204,7 +204,7 @@ def test_lora_with_fsdp1_needs_use_orig_params(tmp_path):
         _check(tmp_path, train={"fsdp": True, "fsdp_config": {"version": 1, "use_orig_params": False}}, peft={})
     _one_line(e, "LoRA", "use_orig_params=true")
     cfg = _check(tmp_path, train={"fsdp": True}, peft={})  # FSDP2 preset by default
-    assert cfg.train["fsdp_config"].endswith("scripts/fsdp2.json")
+    assert cfg.train["fsdp_config"].endswith("presets/fsdp2.json")
 
 
 def test_packing_with_context_parallelism_is_refused(tmp_path):
@@ -234,3 +234,22 @@ def test_deepspeed_and_fsdp_exclude_each_other(tmp_path, fake_deepspeed):
     with pytest.raises(UserError) as e:
         _check(tmp_path, train={"deepspeed": "zero2", "fsdp": True})
     _one_line(e, "exclude")
+
+
+def test_a_plain_wheel_install_finds_the_presets(tmp_path):
+    """A non-editable install has no scripts/ directory: the presets must travel inside the package."""
+    wheels, target = tmp_path / "wheels", tmp_path / "site"
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), ROOT], check=True,
+                   capture_output=True)
+    (wheel,) = wheels.glob("trainsuite-*.whl")
+    subprocess.run([*pip, "install", "--no-deps", "--target", str(target), str(wheel)], check=True,
+                   capture_output=True)
+    probe = ("import os, suites.distributed_checks as d; "
+             "paths = [d.preset_path(n, d.DEEPSPEED_PRESETS) for n in d.DEEPSPEED_PRESETS]; "
+             "paths.append(d.preset_path('fsdp2', d.FSDP_PRESETS)); "
+             "assert all(p.startswith(os.environ['PYTHONPATH']) and os.path.isfile(p) for p in paths), paths; "
+             "import suites.launch")
+    subprocess.run([sys.executable, "-c", probe], check=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(target)})
+    entry_points = next(target.glob("trainsuite-*.dist-info")).joinpath("entry_points.txt").read_text()
+    assert "trainsuite-launch = suites.launch:main" in entry_points
