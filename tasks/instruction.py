@@ -133,6 +133,31 @@ def conversation_problem(msgs, need_assistant: bool) -> str | None:
     return None
 
 
+def record_problem(row, fmt: str, need: list[str]) -> str | None:
+    """What keeps a record from becoming a conversation or a text (a missing or null column, a
+    column of the wrong kind), before `to_messages` reads it."""
+    for col in need:
+        if row.get(col) is None:
+            return f"column '{col}' is missing or null in this row (data format {fmt})"
+    if fmt in ("messages", "sharegpt") and not isinstance(row[need[0]], list):
+        return f"column '{need[0]}' must be a list of turns, got {row[need[0]]!r}"
+    if fmt == "alpaca":
+        for col in ("instruction", "input", "output"):
+            if row.get(col) is not None and not isinstance(row[col], str):
+                return f"column '{col}' must be text, got {row[col]!r}"
+    if fmt == "prompt_completion" and isinstance(row["prompt"], list):
+        completion = row.get("completion")
+        if completion is not None and not isinstance(completion, list):
+            return "a conversational prompt (a list of turns) needs a conversational completion, got " \
+                   f"{completion!r}"
+    if fmt in ("messages", "sharegpt") or (fmt == "prompt_completion" and isinstance(row["prompt"], list)):
+        turns = row[need[0]] + (row.get("completion") or [] if fmt == "prompt_completion" else [])
+        for i, m in enumerate(turns):
+            if not isinstance(m, dict):
+                return f"turn {i + 1} is not an object with a role and a content, got {m!r}"
+    return None
+
+
 # ------------------------------------------------------------------ the task
 
 
@@ -156,6 +181,9 @@ class InstructionTask(Task):
                 raise UserError(f"{key}: {spec}: no column '{col}' for data format {fmt} "
                                 f"(found: {', '.join(sorted(set(ds.column_names) - {io.LINE}))})")
         for row in ds:
+            problem = record_problem(row, fmt, need)
+            if problem:
+                raise UserError(f"{where(spec, row)}: {problem}")
             msgs = to_messages(row, fmt)
             if msgs is not None:
                 problem = conversation_problem(msgs, need_assistant=False)
@@ -210,7 +238,7 @@ class InstructionTask(Task):
         text = render(msgs)
         turns = [i for i, m in enumerate(msgs) if m["role"] == "assistant"]
         ranges = []
-        for i in turns:
+        for i in turns if self.loss_on != "all" else []:  # loss on all needs no turn boundaries
             before, upto = render(msgs[:i], True), render(msgs[: i + 1])
             if not (upto.startswith(before) and text.startswith(upto)):
                 raise UserError("the chat template does not render a conversation as an extension of its first "
@@ -220,14 +248,27 @@ class InstructionTask(Task):
             ranges.append((len(before), end))
         if self.loss_on == "all":
             ranges = [(0, len(text))]
+        elif self.loss_on == "completion" and fmt == "prompt_completion":  # the turns of the completion
+            ranges = [r for i, r in zip(turns, ranges) if i >= len(row["prompt"])]
         elif self.loss_on == "completion":
             ranges = ranges[-1:]
-        prompt = ref = None
-        if turns:
-            prompt, ref = render(msgs[: turns[-1]], True), msgs[turns[-1]]["content"]
-        elif msgs[-1]["role"] != "assistant":
-            prompt = render(msgs, True)
+        if msgs[-1]["role"] == "assistant":  # the answer to generate, and its reference
+            prompt, ref = render(msgs[:-1], True), msgs[-1]["content"]
+        else:  # a conversation that ends in a user (or tool) turn: the whole of it is the prompt
+            prompt, ref = render(msgs, True), None
         return text, ranges, prompt, ref
+
+    def render_row(self, row, tokenizer, spec):
+        """`render`, with the file and line of the row in the errors, and a chat template that
+        refuses a conversation (`raise_exception`) reported as a user error."""
+        from jinja2 import TemplateError
+
+        try:
+            return self.render(row, tokenizer)
+        except UserError as err:
+            raise UserError(f"{where(spec, row)}: {err}") from None
+        except TemplateError as err:
+            raise UserError(f"{where(spec, row)}: the chat template refused this conversation: {err}") from None
 
     # -- encoding ------------------------------------------------------------
     def encode(self, ds, tokenizer, split):
@@ -236,7 +277,7 @@ class InstructionTask(Task):
         spec = getattr(self.cfg.data, split, None) if split in ("train", "eval") else "--input"
         key = f"data.{split}" if split in ("train", "eval") else "--input"
         if split == "predict":
-            rows = [self.render(r, tokenizer) for r in ds]
+            rows = [self.render_row(r, tokenizer, spec) for r in ds]
             if any(p is None for _, _, p, _ in rows):
                 raise UserError(f"{key}: predict needs prompts; plain text rows have none")
             return datasets.Dataset.from_dict({"prompt": [r[2] for r in rows], "reference": [r[3] for r in rows]})
@@ -247,10 +288,12 @@ class InstructionTask(Task):
 
         bar = tqdm(ds, desc=f"tokenizing {split}", unit="row", disable=not sys.stderr.isatty(), leave=False)
         for row in bar:
-            text, ranges, prompt, ref = self.render(row, tokenizer)
+            text, ranges, prompt, ref = self.render_row(row, tokenizer, spec)
             enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
             ids = enc["input_ids"]
-            mask = [any(s <= a < e for s, e in ranges) and b > a for a, b in enc["offset_mapping"]]
+            # a token is trained when it holds any trained character: a token that straddles the start
+            # of an answer (" cat" after a generation prompt ending in a space) is part of the answer
+            mask = [any(a < e and s < b for s, e in ranges) for a, b in enc["offset_mapping"]]
             if prompt is not None and ref is not None:
                 gen_rows.append((prompt, ref))
             if not any(mask[1:]):  # position 0 is never a prediction target
@@ -272,6 +315,9 @@ class InstructionTask(Task):
         if empty:
             msgs = to_messages(empty[0], self.format)
             why = conversation_problem(msgs, True) if msgs is not None else None
+            if msgs is not None and why is None and self.loss_on != "all":
+                why = ("its assistant turns give no token to train on (empty answers, or a chat template "
+                       "that renders no text for them)")
             raise UserError(f"{key}: {len(empty)} of {len(ds)} rows have no trained tokens with "
                             f"sft.loss_on={self.loss_on}, e.g. {where(spec, empty[0])}"
                             f"{': ' + why if why else ''}; fix or remove them (or set sft.loss_on=all)")
