@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections import Counter
 
@@ -31,19 +32,42 @@ def required_columns(cfg, cols, split) -> list[str]:
 
 
 def _as_number(v):
-    """A label read as text that spells a number, as that number; anything else as it is."""
+    """A label read as text that spells a number, as that number; anything else as it is.
+
+    A whole float is an int (1.0 and 1 are one label: pandas writes integer columns with gaps as
+    floats). Text that does not spell its number back ("01", "007", "1_000") stays text: such
+    labels are codes, and "01" and "1" are two of them.
+    """
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
     if not isinstance(v, str):
         return v
-    for kind in (int, float):
-        try:
-            return kind(v.strip())
-        except ValueError:
-            pass
-    return v
+    s = v.strip()
+    try:
+        i = int(s)
+        return i if str(i) == s else v
+    except ValueError:
+        pass
+    try:
+        f = float(s)
+    except ValueError:
+        return v
+    return int(f) if f.is_integer() else f
 
 
 def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _names(labels) -> list[str]:
+    """Label names as the data's labels are named (data.labels: [0.0, 1.0] are "0" and "1")."""
+    return [str(_as_number(x)) for x in labels]
+
+
+# what compute_metrics returns per problem type (metric_for_best_model must name one)
+METRICS = {SINGLE: ("accuracy", "f1_macro", "f1_weighted", "precision_macro", "recall_macro", "mcc"),
+           MULTI: ("f1_micro", "f1_macro", "subset_accuracy"),
+           REGRESSION: ("mse", "mae", "pearson", "spearman")}
 
 
 class ClassificationTask(Task):
@@ -82,21 +106,24 @@ class ClassificationTask(Task):
             tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
         if "train" in splits:
             # csv/tsv give every field as text: "0.5" is a number, "10" sorts after "9"
-            values = [_as_number(v) for v in splits["train"][d.label_column]]
+            seen = list(splits["train"][d.label_column])
+            if d.eval is None and "eval" in splits:  # held out of the same file (data.eval_fraction)
+                seen += list(splits["eval"][d.label_column])  # a rare label may land only there
+            values = [_as_number(v) for v in seen]
             self.problem_type = self.problem_type or self._detect(values)
             if self.problem_type == REGRESSION:
                 self.labels = []
             elif d.labels is not None:
-                self.labels = [str(x) for x in d.labels]
+                self.labels = _names(d.labels)
             else:
                 flat = [x for v in values for x in (v if isinstance(v, list) else [v])]
                 uniq = sorted(set(flat), key=lambda x: (not _is_number(x), x if _is_number(x) else str(x)))
                 self.labels = [str(x) for x in uniq]
         elif trained is not None:
             self.problem_type = self.problem_type or trained[0]
-            self.labels = [str(x) for x in d.labels] if d.labels is not None else trained[1]
+            self.labels = _names(d.labels) if d.labels is not None else trained[1]
         elif d.labels is not None:
-            self.labels = [str(x) for x in d.labels]
+            self.labels = _names(d.labels)
             self.problem_type = self.problem_type or SINGLE
         else:
             raise UserError("config: evaluating a model without a trained classification head: "
@@ -105,6 +132,9 @@ class ClassificationTask(Task):
             raise UserError(f"data.train: only one label ({self.labels}) in column '{d.label_column}'; "
                             "classification needs at least two")
         self.label2id = {name: i for i, name in enumerate(self.labels)}
+        if "train" in splits:
+            self._check_loss_options()
+            self._check_best_metric()
         if "train" in splits and self.problem_type == SINGLE:
             self.class_weights = self._class_weights(splits["train"][d.label_column])
         log.info("classification: %s, %d labels %s", self.problem_type, len(self.labels), self.labels[:10])
@@ -138,9 +168,39 @@ class ClassificationTask(Task):
     def _detect(values) -> str:
         if any(isinstance(v, list) for v in values):
             return MULTI
-        if all(_is_number(v) for v in values) and any(float(v) != int(v) for v in values):
+        # whole floats are ints by now: a float left is a fraction (or nan/inf, refused when encoded)
+        if all(_is_number(v) for v in values) and any(isinstance(v, float) for v in values):
             return REGRESSION
         return SINGLE
+
+    def _check_loss_options(self) -> None:
+        """Options the loss of this problem type would ignore are refused, not dropped silently."""
+        loss = self.cfg.loss
+        if self.problem_type != SINGLE and loss.class_weights is not None:
+            raise UserError(f"config: loss.class_weights applies to single-label classification, not to "
+                            f"{self.problem_type} (data.label_column '{self.cfg.data.label_column}')")
+        if self.problem_type != SINGLE and loss.label_smoothing:
+            raise UserError(f"config: loss.label_smoothing applies to single-label classification, not to "
+                            f"{self.problem_type}")
+
+    def metric_names(self) -> list[str]:
+        names = list(METRICS[self.problem_type])
+        if self.problem_type == SINGLE and len(self.labels) == 2:
+            names.append("f1")  # of the second label (id 1)
+        return names
+
+    def _check_best_metric(self) -> None:
+        """A metric_for_best_model that evaluation never reports fails at the first evaluation, after
+        an epoch of training: refuse it now, naming the ones there are."""
+        metric = self.cfg.train.get("metric_for_best_model")
+        if not metric:
+            return
+        name = metric[len("eval_"):] if metric.startswith("eval_") else metric
+        known = ["loss"] + self.metric_names()
+        if name not in known + ["runtime", "samples_per_second", "steps_per_second"]:
+            kind = f"{self.problem_type}, {len(self.labels)} labels" if self.labels else self.problem_type
+            raise UserError(f"config: train.metric_for_best_model: '{metric}' is not a metric of this run "
+                            f"({kind}); choose one of: {', '.join(known)}")
 
     def _class_weights(self, values):
         cw = self.cfg.loss.class_weights
@@ -155,11 +215,13 @@ class ClassificationTask(Task):
                             f"numbers (one per label, in order {self.labels})")
         return [float(x) for x in cw]
 
-    def _label_id(self, v, row, spec) -> int:
-        v = _as_number(v)
+    def _label_id(self, raw, row, spec) -> int:
+        v = _as_number(raw)
         name = str(v)
+        if name not in self.label2id and str(raw) in self.label2id:  # a run saved before names were normalised
+            name = str(raw)
         if name not in self.label2id:
-            if _is_number(v) and float(v) == int(v) and name not in self.labels:
+            if isinstance(v, int) and not isinstance(v, bool):
                 raise UserError(f"{where(spec, row)}: label {v} in column '{self.cfg.data.label_column}' "
                                 f"is out of range (known labels: {', '.join(self.labels)})")
             raise UserError(f"{where(spec, row)}: unknown label {v!r} in column "
@@ -177,17 +239,21 @@ class ClassificationTask(Task):
     def encode_labels(self, ds, split):
         d = self.cfg.data
         spec = getattr(d, split, None) if split in ("train", "eval") else "--input"
+        if split == "eval" and d.eval is None:
+            spec = d.train  # held out of the training file by data.eval_fraction
         out = []
         for row in ds:
             v = row[d.label_column]
             if self.problem_type == REGRESSION:
-                if not _is_number(v):
-                    try:
-                        v = float(v)
-                    except (TypeError, ValueError):
-                        raise UserError(f"{where(spec, row)}: label {v!r} is not a number "
-                                        "(problem_type: regression)") from None
-                out.append(float(v))
+                try:
+                    f = float(v)
+                except (TypeError, ValueError):
+                    raise UserError(f"{where(spec, row)}: label {v!r} is not a number "
+                                    "(problem_type: regression)") from None
+                if not math.isfinite(f):  # a NaN target makes every loss after it NaN
+                    raise UserError(f"{where(spec, row)}: label {v!r} is not a finite number "
+                                    "(problem_type: regression)")
+                out.append(f)
             elif self.problem_type == MULTI:
                 vec = [0.0] * len(self.labels)
                 for x in (v if isinstance(v, list) else [v]):
@@ -207,7 +273,7 @@ class ClassificationTask(Task):
         if split == "eval":
             self.eval_texts = [str(t) if pair is None else f"{t} || {p}"
                                for t, p in zip(ds[d.text_column], pair if pair is not None else ds[d.text_column])]
-        if split != "predict" or d.label_column in ds.column_names:
+        if split != "predict":  # predict never reads labels: an unknown or empty one must not stop it
             columns["labels"] = self.encode_labels(ds, split)
         import datasets
 
