@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+
 from .distributed_checks import context_parallel_size
 from .errors import UserError
 
@@ -11,14 +14,60 @@ PACKING_SAFE_ATTENTION = ("sdpa", "eager", "flex_attention", "flash_attention_2"
                           "flash_attention_4")
 
 
+# Model types whose packed documents see each other whatever the attention implementation: their
+# attention ignores the position-id restarts (measured with transformers 5.23: a packed document's loss
+# differs from its loss alone), or a recurrent state runs on from one document into the next.
+LEAKY_MODEL_TYPES = ("biogpt", "bloom", "falcon", "falcon_mamba", "gpt_oss", "mamba", "mamba2", "mpt", "opt",
+                     "recurrent_gemma", "rwkv", "xglm")
+
+
+def _json_field(path: str, key: str):
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh).get(key)
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _cached_config(repo: str) -> str | None:
+    """A hub model's config.json when it is already in the local cache (nothing is downloaded)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        path = try_to_load_from_cache(repo, "config.json")
+    except Exception:  # noqa: BLE001 - not a repo id, no hub library: unknown
+        return None
+    return path if isinstance(path, str) else None
+
+
+def model_type(cfg) -> str | None:
+    """The `model_type` of the configured model, read without loading it (from_config, a local
+    directory, a saved adapter's base, or the hub cache); None when it cannot be known up front."""
+    if cfg.model.from_config:
+        return cfg.model.from_config.get("model_type")
+    path = cfg.model.name_or_path
+    for _ in range(2):  # an adapter directory names its base model
+        if not path or path.startswith("package:"):
+            return None
+        if os.path.isdir(path):
+            found = _json_field(os.path.join(path, "config.json"), "model_type")
+            if found:
+                return found
+            path = _json_field(os.path.join(path, "adapter_config.json"), "base_model_name_or_path")
+            continue
+        cached = _cached_config(path)
+        return _json_field(cached, "model_type") if cached else None
+    return None
+
+
 def default_packing(cfg) -> bool:
     """sft.packing left unset: on (padding-free rows, the fastest way to train, same loss) unless
     something could let packed documents see each other: remote model code (which may not read the
-    position-id restarts), an attention implementation outside PACKING_SAFE_ATTENTION, or context
-    parallelism."""
+    position-id restarts), an attention implementation outside PACKING_SAFE_ATTENTION, a model type in
+    LEAKY_MODEL_TYPES, or context parallelism."""
     attn = cfg.model.attn_implementation or "sdpa"
     return not cfg.model.trust_remote_code and attn in PACKING_SAFE_ATTENTION and \
-        context_parallel_size(cfg.train) == 1
+        context_parallel_size(cfg.train) == 1 and model_type(cfg) not in LEAKY_MODEL_TYPES
 
 
 def validate_sft(cfg) -> None:
@@ -37,6 +86,10 @@ def validate_sft(cfg) -> None:
             raise UserError("config: sft.batch_tokens and train.per_device_train_batch_size exclude each other "
                             "(a token budget replaces the batch size); set one of them")
     attn = cfg.model.attn_implementation or "sdpa"
+    if s.packing and model_type(cfg) in LEAKY_MODEL_TYPES:
+        raise UserError(f"config: sft.packing with model type {model_type(cfg)} would let packed documents attend to "
+                        "each other (its attention does not read the restarts of the position ids); set "
+                        "sft.packing=false")
     if s.packing and attn not in PACKING_SAFE_ATTENTION:
         raise UserError(f"config: sft.packing with model.attn_implementation={attn} would let packed documents "
                         f"attend to each other; use one of {', '.join(PACKING_SAFE_ATTENTION)} or sft.packing=false")

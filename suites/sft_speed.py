@@ -38,25 +38,57 @@ def _has_flex() -> bool:
     return _installed("torch.nn.attention.flex_attention")
 
 
+def machine_attention() -> list[str]:
+    """The attention implementations safe with packed rows that this machine runs, fastest first."""
+    if not _cuda():
+        return ["sdpa"]
+    major, _ = _capability()
+    found = []
+    if major == 9 and _installed("flash_attn_interface"):  # FlashAttention-3, Hopper
+        found.append("flash_attention_3")
+    if major >= 8 and _installed("flash_attn"):
+        found.append("flash_attention_2")
+    if _has_flex():
+        found.append("flex_attention")
+    return found + ["sdpa"]
+
+
 def default_attention() -> str:
     """The fastest attention implementation that is safe with packed rows, on this machine."""
-    if not _cuda():
-        return "sdpa"
-    major, _ = _capability()
-    if major == 9 and _installed("flash_attn_interface"):  # FlashAttention-3, Hopper
-        return "flash_attention_3"
-    if major >= 8 and _installed("flash_attn"):
-        return "flash_attention_2"
-    if _has_flex():
-        return "flex_attention"
-    return "sdpa"
+    return machine_attention()[0]
+
+
+SUPPORT_FLAG = {"flash_attention_3": "_supports_flash_attn", "flash_attention_2": "_supports_flash_attn",
+                "flex_attention": "_supports_flex_attn", "sdpa": "_supports_sdpa"}
+
+
+def model_class(model_type: str | None):
+    """The causal-LM class of a model type, or None when it is not known to transformers."""
+    if not model_type:
+        return None
+    import transformers
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    name = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type)
+    try:
+        return getattr(transformers, name) if name else None
+    except Exception:  # noqa: BLE001 - a class that fails to import: unknown
+        return None
 
 
 def attention_kwargs(cfg) -> dict:
-    """from_pretrained/from_config keyword arguments: the default attention unless the user chose one."""
+    """from_pretrained/from_config keyword arguments: the fastest attention that this machine runs AND
+    the model class implements, unless the user chose one. A class with none of them (Bloom, MPT, GPT-J:
+    eager only) gets no argument, so transformers takes its eager attention instead of refusing sdpa."""
     if cfg.model.attn_implementation:
         return {}
-    return {"attn_implementation": default_attention()}
+    from .sft_checks import model_type
+
+    cls = model_class(model_type(cfg))
+    for impl in machine_attention():
+        if cls is None or getattr(cls, SUPPORT_FLAG[impl], False):
+            return {"attn_implementation": impl}
+    return {}
 
 
 def use_liger(cfg) -> bool:

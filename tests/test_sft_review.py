@@ -119,3 +119,86 @@ def test_predict_prompt_of_a_multi_turn_conversation_ends_with_its_last_turn(tmp
     _, ds = _task(tmp_path, rows, tok, split="predict")
     assert ds[0]["prompt"].endswith("<|im_start|>user\nblue<|im_end|>\n<|im_start|>assistant\n")
     assert ds[0]["reference"] is None
+
+
+# ------------------------------------------------------------------ model types and packing / attention
+
+TINY_OPT = {"model_type": "opt", "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 4,
+            "ffn_dim": 64, "word_embed_proj_dim": 32, "max_position_embeddings": 256}
+TINY_BLOOM = {"model_type": "bloom", "hidden_size": 32, "n_layer": 1, "n_head": 4}
+
+
+def test_a_model_whose_attention_ignores_position_restarts_really_leaks():
+    import datasets
+    import torch
+    import torch.nn.functional as F
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from collators.sft import PackedCollator, PaddingCollator, pack_documents
+
+    fields = {k: v for k, v in TINY_OPT.items() if k != "model_type"}
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(AutoConfig.for_model("opt", vocab_size=100, **fields)).eval()
+    docs = [{"input_ids": ids, "labels": [-100] + ids[1:]} for ids in ([5, 9, 13, 21, 7], [40, 41, 8, 30])]
+
+    def nll(batch):
+        logits = model(**{k: v for k, v in batch.items() if k != "labels"}, use_cache=False).logits
+        return F.cross_entropy(logits[0, :-1], batch["labels"][0, 1:], ignore_index=-100, reduction="sum")
+
+    with torch.no_grad():
+        packed = nll(PackedCollator()(list(pack_documents(datasets.Dataset.from_list(docs), 64))))
+        alone = sum(nll(PaddingCollator(0)([d])) for d in docs)
+    assert abs(float(packed - alone)) > 1e-3  # so OPT is in LEAKY_MODEL_TYPES
+
+
+def test_packing_off_by_default_and_refused_for_leaky_model_types(tmp_path):
+    from suites.sft_checks import model_type
+
+    def cfg(**sections):
+        return config.from_dict(sft_config(tmp_path, **sections))
+
+    for fc in (TINY_OPT, TINY_BLOOM):
+        assert cfg(model={"from_config": dict(fc)}).sft.packing is False
+        with pytest.raises(UserError, match=f"model type {fc['model_type']} would let packed documents"):
+            cfg(model={"from_config": dict(fc)}, sft={"packing": True})
+    assert cfg().sft.packing is True  # Llama reads the restarts
+    # a local model directory, and an adapter directory naming it as its base
+    import json
+
+    base, adapter = tmp_path / "base", tmp_path / "adapter"
+    base.mkdir(), adapter.mkdir()
+    (base / "config.json").write_text(json.dumps({"model_type": "opt"}))
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(base)}))
+    for path in (base, adapter):
+        raw = sft_config(tmp_path)
+        raw["model"], raw["tokenizer"] = {"name_or_path": str(path)}, {}
+        assert model_type(config.from_dict(raw)) == "opt"
+
+
+def test_default_attention_is_one_the_model_class_implements(tmp_path, monkeypatch):
+    from suites import sft_speed
+
+    llama = config.from_dict(sft_config(tmp_path))
+    bloom = config.from_dict(sft_config(tmp_path, model={"from_config": dict(TINY_BLOOM)}))
+    assert sft_speed.attention_kwargs(llama) == {"attn_implementation": "sdpa"}
+    assert sft_speed.attention_kwargs(bloom) == {}  # eager only: transformers would refuse sdpa
+    monkeypatch.setattr(sft_speed, "_cuda", lambda: True)
+    monkeypatch.setattr(sft_speed, "_capability", lambda: (8, 0))
+    monkeypatch.setattr(sft_speed, "_installed", lambda m: m in ("flash_attn", "torch.nn.attention.flex_attention"))
+    assert sft_speed.attention_kwargs(llama) == {"attn_implementation": "flash_attention_2"}
+    assert sft_speed.attention_kwargs(bloom) == {}
+    assert sft_speed.default_attention() == "flash_attention_2"
+
+
+def test_an_eager_only_model_trains_from_the_command_line(tmp_path):
+    import json
+    import os
+
+    from suites.cli import run
+    from tests.conftest import write_yaml
+
+    raw = sft_config(tmp_path, model={"from_config": dict(TINY_BLOOM)})
+    raw["train"]["max_steps"] = 1
+    assert run(["train", write_yaml(tmp_path / "cfg.yaml", raw), "--quiet"]) == 0
+    with open(os.path.join(raw["output_dir"], "results.json")) as fh:
+        assert "eval_loss" in json.load(fh)
