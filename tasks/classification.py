@@ -182,6 +182,11 @@ class ClassificationTask(Task):
         if self.problem_type != SINGLE and loss.label_smoothing:
             raise UserError(f"config: loss.label_smoothing applies to single-label classification, not to "
                             f"{self.problem_type}")
+        if loss.label_smoothing is not None and not 0 <= loss.label_smoothing < 1:
+            raise UserError(f"config: loss.label_smoothing must be at least 0 and below 1, got {loss.label_smoothing}")
+        if self.problem_type == MULTI and not 0 < loss.multi_label_threshold < 1:
+            raise UserError("config: loss.multi_label_threshold is a probability and must be between 0 and 1, "
+                            f"got {loss.multi_label_threshold}")
 
     def metric_names(self) -> list[str]:
         names = list(METRICS[self.problem_type])
@@ -210,9 +215,10 @@ class ClassificationTask(Task):
             counts = Counter(str(_as_number(v)) for v in values)
             n, k = len(values), len(self.labels)
             return [n / (k * counts[name]) if counts[name] else 0.0 for name in self.labels]
-        if not isinstance(cw, list) or len(cw) != len(self.labels):
+        if not isinstance(cw, list) or len(cw) != len(self.labels) or not all(
+                _is_number(x) and math.isfinite(x) and x >= 0 for x in cw) or not any(cw):
             raise UserError(f"config: loss.class_weights must be 'auto' or a list of {len(self.labels)} "
-                            f"numbers (one per label, in order {self.labels})")
+                            f"non-negative numbers, not all 0 (one per label, in order {self.labels}); got {cw}")
         return [float(x) for x in cw]
 
     def _label_id(self, raw, row, spec) -> int:

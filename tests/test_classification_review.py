@@ -124,3 +124,21 @@ def test_eval_of_a_lora_run_with_its_training_config(tmp_path, cls_config):
     assert run(["eval", cfg, f"model.name_or_path={tmp_path / 'run'}"]) == 0
     again = json.load(open(tmp_path / "run" / "results.json"))
     assert again["eval_loss"] == pytest.approx(trained["eval_loss"], rel=1e-5)
+
+
+@pytest.mark.parametrize("loss, message", [
+    ({"label_smoothing": 1.5}, r"label_smoothing must be at least 0 and below 1"),
+    ({"class_weights": [1, "a"]}, r"class_weights must be 'auto' or a list of 2 non-negative numbers"),
+    ({"class_weights": [-1, 2]}, r"class_weights must be 'auto' or a list of 2 non-negative numbers"),
+    ({"class_weights": [0, 0]}, r"class_weights must be 'auto' or a list of 2 non-negative numbers"),
+], ids=["smoothing", "text-weight", "negative-weight", "zero-weights"])
+def test_bad_loss_options_fail_before_training(tmp_path, cls_config, loss, message):
+    """torch would raise mid-training (or train on a negative loss); the run dir is not left behind."""
+    with pytest.raises(UserError, match=message):
+        runner.build(_cfg(tmp_path, cls_config, loss=loss), "train")
+
+
+def test_multi_label_threshold_is_a_probability(tmp_path, cls_config):
+    p = write_jsonl(tmp_path / "ml.jsonl", [{"text": f"t{i}", "label": ["a", "b"][: 1 + i % 2]} for i in range(8)])
+    with pytest.raises(UserError, match=r"multi_label_threshold is a probability"):
+        runner.build(_cfg(tmp_path, cls_config, loss={"multi_label_threshold": 1.5}, train=p, eval=p), "train")
