@@ -22,12 +22,13 @@ import torch.nn.functional as F
 import transformers
 
 from collators.seq2seq import IGNORE_INDEX, Seq2SeqCollator
+from tasks.metrics.generation import LOWER_IS_BETTER, METRIC_NAMES
 from tasks.seq2seq import SOURCE_TEXT, TARGET_TEXT, Seq2SeqTask
 from tasks.tokenizer import BART_LIKE, T5_LIKE
 
 from .base import GenerationProgress, SuiteTrainer
 from .distributed import model_is_sharded
-from .errors import UserError
+from .errors import UserError, did_you_mean
 from .family import Family, pad_multiple
 from .modeling import apply_peft, load_model
 from .validate import T5_FAMILY
@@ -75,6 +76,18 @@ class Seq2SeqSuiteTrainer(SuiteTrainer, transformers.Seq2SeqTrainer):
         super().__init__(*args, **kwargs)
         self.generation = generation  # suites.config.GenerationConfig
         self.metrics_fn = metrics_fn  # (hypotheses, references, gen_lengths) -> dict
+        self.weights_step = None  # the step of a best checkpoint loaded at the end of training
+
+    def train(self, *args, **kwargs):
+        self.weights_step = None
+        out = super().train(*args, **kwargs)
+        best = self.state.best_model_checkpoint
+        if self.args.load_best_model_at_end and best and os.path.isdir(best):
+            # the weights are now those of the best checkpoint: an evaluation after training
+            # writes its predictions under that step, not over the last step's file
+            step = os.path.basename(os.path.normpath(best)).rpartition("-")[2]
+            self.weights_step = int(step) if step.isdigit() else None
+        return out
 
     # -- training ------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -223,7 +236,8 @@ class Seq2SeqSuiteTrainer(SuiteTrainer, transformers.Seq2SeqTrainer):
         if self.state.epoch is not None:
             metrics["epoch"] = self.state.epoch
         sources = list(dataset[SOURCE_TEXT]) if SOURCE_TEXT in dataset.column_names else [""] * len(hyps)
-        self.write_predictions(f"{metric_key_prefix}_step{self.state.global_step}.jsonl", sources,
+        step = self.state.global_step if self.weights_step is None else self.weights_step
+        self.write_predictions(f"{metric_key_prefix}_step{step}.jsonl", sources,
                                refs or [""] * len(hyps), hyps)
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
@@ -250,10 +264,28 @@ class Seq2SeqSuiteTrainer(SuiteTrainer, transformers.Seq2SeqTrainer):
         return path
 
 
+def _best_metric(cfg) -> str | None:
+    """train.metric_for_best_model without the eval_ prefix; refused here, before any data or model is
+    loaded, when the evaluation does not produce it (else transformers' KeyError after a whole epoch)."""
+    metric = cfg.train.get("metric_for_best_model")
+    if metric is None:
+        return None
+    name = str(metric).removeprefix("eval_")
+    known = (*METRIC_NAMES, "loss")
+    if name not in known:
+        raise UserError(f"config: train.metric_for_best_model '{metric}' is not a seq2seq metric"
+                        f"{did_you_mean(name, known)}; use one of {', '.join(known)}")
+    return name
+
+
 class Seq2SeqFamily(Family):
     task_cls = Seq2SeqTask
     trainer_cls = Seq2SeqSuiteTrainer
     args_cls = transformers.Seq2SeqTrainingArguments
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.best_metric = _best_metric(cfg)
 
     @property
     def model_type(self) -> str | None:
@@ -269,9 +301,12 @@ class Seq2SeqFamily(Family):
         # From scratch a transformer needs a high peak rate after a warmup; a pretrained checkpoint
         # is fine-tuned gently. Label smoothing (loss.label_smoothing) defaults to 0.1 from scratch.
         scratch = self.cfg.model.from_config is not None
-        return {"learning_rate": 5e-4 if scratch else 5e-5, "warmup_steps": 0.1 if scratch else 0.0,
-                "weight_decay": 0.01, "lr_scheduler_type": "linear",
-                "train_sampling_strategy": "group_by_length"}
+        out = {"learning_rate": 5e-4 if scratch else 5e-5, "warmup_steps": 0.1 if scratch else 0.0,
+               "weight_decay": 0.01, "lr_scheduler_type": "linear",
+               "train_sampling_strategy": "group_by_length"}
+        if self.best_metric in LOWER_IS_BETTER:  # an error rate: transformers would keep the worst checkpoint
+            out["greater_is_better"] = False
+        return out
 
     def build_model(self, tokenizer, task):
         from transformers import AutoConfig, AutoModelForSeq2SeqLM

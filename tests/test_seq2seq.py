@@ -97,9 +97,11 @@ def test_train_writes_results_and_predictions(t5_run):
                 "eval_rougeLsum", "eval_exact_match", "eval_gen_len", "eval_loss"):
         assert key in results, key
     files = sorted(os.listdir(run / "predictions"))
-    assert files == ["eval_step13.jsonl", "eval_step26.jsonl"]  # per epoch; the final eval rewrites step 26
+    assert files == ["eval_step13.jsonl", "eval_step26.jsonl"]  # per epoch
     state = json.loads((run / "trainer_state.json").read_text())
-    final = read_jsonl(run / "predictions" / f"eval_step{state['global_step']}.jsonl")
+    # the final eval judges the best checkpoint (load_best_model_at_end) and rewrites that step's file
+    best_step = int(state["best_model_checkpoint"].rsplit("-", 1)[1])
+    final = read_jsonl(run / "predictions" / f"eval_step{best_step}.jsonl")
     assert [r["source"] for r in final] == [s for s, _ in pairs[200:]]
     assert [r["reference"] for r in final] == [t for _, t in pairs[200:]]
     hyps = [r["hypothesis"] for r in final]

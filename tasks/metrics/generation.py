@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import re
 
+# the keys generation_metrics() returns (all of them by default)
+METRIC_NAMES = ("bleu", "chrf", "ter", "rouge1", "rouge2", "rougeL", "rougeLsum", "exact_match", "gen_len")
+LOWER_IS_BETTER = ("ter",)
+
 _SENT_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
 
 

@@ -1,0 +1,89 @@
+"""Seq2seq regressions found in review: each test failed before its fix."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from suites import cli, config
+from suites.errors import UserError
+from test_seq2seq import base_config, parallel_files, read_jsonl, toy_pairs, write_lines, write_yaml
+
+
+def test_unknown_metric_for_best_model_is_refused_before_training(tmp_path, capsys):
+    """'rouge' is no seq2seq metric (rouge1/rouge2/rougeL/rougeLsum are): one line, exit 2, before
+    any training, and no half-made output_dir (it used to be a KeyError traceback after epoch 1)."""
+    train = parallel_files(tmp_path, toy_pairs(20), "t")
+    cfg = base_config(tmp_path, train, train, train={"num_train_epochs": 1, "metric_for_best_model": "rouge",
+                                                     "load_best_model_at_end": True})
+    path = write_yaml(tmp_path / "c.yaml", cfg)
+    assert cli.run(["train", path]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "metric_for_best_model" in err and "rougeL" in err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("metric", ["bleu", "eval_bleu", "rougeLsum", "loss", "eval_loss", "exact_match", "ter"])
+def test_known_metrics_for_best_model_are_accepted(tmp_path, metric):
+    from suites.seq2seq import Seq2SeqFamily
+
+    train = parallel_files(tmp_path, toy_pairs(4), "t")
+    cfg = config.from_dict(base_config(tmp_path, train, train, train={"metric_for_best_model": metric}))
+    Seq2SeqFamily(cfg)
+
+
+@pytest.mark.parametrize("metric, explicit, expected", [("ter", None, False), ("eval_ter", None, False),
+                                                        ("ter", True, True), ("bleu", None, None)])
+def test_ter_is_lower_is_better_by_default(tmp_path, metric, explicit, expected):
+    """TER is an error rate: picking the checkpoint with the highest TER picks the worst one."""
+    from suites.seq2seq import Seq2SeqFamily
+
+    train = parallel_files(tmp_path, toy_pairs(4), "t")
+    extra = {"metric_for_best_model": metric} | ({} if explicit is None else {"greater_is_better": explicit})
+    cfg = config.from_dict(base_config(tmp_path, train, train, train=extra))
+    merged = {**Seq2SeqFamily(cfg).defaults, **cfg.train}
+    assert merged.get("greater_is_better") == expected
+
+
+def test_final_eval_of_the_best_model_does_not_overwrite_the_last_steps_predictions(tmp_path, monkeypatch):
+    """With load_best_model_at_end the evaluation after training judges the best checkpoint: its
+    predictions go to that checkpoint's step file; the last step's file keeps the last model's.
+    `generate` answers with a token that depends on the weights, so each model writes its own file."""
+    import torch
+    from transformers import T5ForConditionalGeneration
+
+    from suites.seq2seq import Seq2SeqSuiteTrainer
+
+    def weights_token(self, input_ids=None, attention_mask=None, **kwargs):
+        token = 10 + int(abs(float(self.lm_head.weight.sum())) * 1e4) % 200
+        return torch.tensor([[0, token, token + 1]] * input_ids.size(0))
+
+    written = {}
+    real_write = Seq2SeqSuiteTrainer.write_predictions
+
+    def record(self, name, sources, references, hypotheses):
+        written.setdefault(name, []).append(list(hypotheses))
+        return real_write(self, name, sources, references, hypotheses)
+
+    monkeypatch.setattr(T5ForConditionalGeneration, "generate", weights_token)
+    monkeypatch.setattr(Seq2SeqSuiteTrainer, "write_predictions", record)
+    pairs = toy_pairs(60, seed=3)
+    cfg = base_config(tmp_path, parallel_files(tmp_path, pairs[:48], "train"),
+                      parallel_files(tmp_path, pairs[48:], "val"),
+                      train={"num_train_epochs": 3, "save_strategy": "epoch", "metric_for_best_model": "loss",
+                             "greater_is_better": True,  # the highest eval loss: the first epoch
+                             "load_best_model_at_end": True, "save_total_limit": 1})
+    path = write_yaml(tmp_path / "c.yaml", cfg)
+    assert cli.run(["train", path, "--quiet"]) == 0
+    run = tmp_path / "run"
+    state = json.loads((run / "trainer_state.json").read_text())
+    best_step = int(state["best_model_checkpoint"].rsplit("-", 1)[1])
+    last_step = state["global_step"]
+    assert best_step < last_step
+    first = {name: versions[0] for name, versions in written.items()}
+    assert first[f"eval_step{best_step}.jsonl"] != first[f"eval_step{last_step}.jsonl"]  # two models
+    for name, versions in written.items():  # a step's file only ever holds that step's model
+        assert all(v == versions[0] for v in versions), name
+        assert [r["hypothesis"] for r in read_jsonl(run / "predictions" / name)] == versions[0]
