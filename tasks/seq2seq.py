@@ -64,9 +64,15 @@ def _where(spec, line, word: str = "line") -> str:
     return f"{path}: {word} {line}"
 
 
-def _text(v) -> str | None:
+def _text(v, spec=None, line=None, field: str = "") -> str | None:
+    """A text field as a string (numbers are written out); a list or a mapping is refused, never
+    turned into its Python repr ("['a', 'b']") and trained on."""
     if v is None:
         return None
+    if isinstance(v, (list, tuple, dict)):
+        kind = "a mapping" if isinstance(v, dict) else "a list"
+        raise UserError(f"{_where(spec, line)}: '{field}' is {kind}, not text; seq2seq needs one string "
+                        "per source and target (join the parts first)")
     return v if isinstance(v, str) else str(v)
 
 
@@ -111,11 +117,12 @@ class Seq2SeqTask(Task):
                         found = ", ".join(k for k, v in row.items() if v is not None)
                         raise UserError(f"{_where(spec, line)}: '{TRANSLATION}' has no language "
                                         f"'{lang}' (found: {found})")
-                sources.append(_text(row[src]))
-                targets.append(_text(row.get(tgt)))
+                sources.append(_text(row[src], spec, line, f"{TRANSLATION}.{src}"))
+                targets.append(_text(row.get(tgt), spec, line, f"{TRANSLATION}.{tgt}"))
         else:
-            sources = [_text(v) for v in ds[src]]
-            targets = [_text(v) for v in ds[tgt]] if has_target else [None] * len(sources)
+            sources = [_text(v, spec, ln, src) for v, ln in zip(ds[src], lines)]
+            targets = ([_text(v, spec, ln, tgt) for v, ln in zip(ds[tgt], lines)] if has_target
+                       else [None] * len(sources))
         if split == "predict":  # one output per input row, in order: never skip
             empty = [ln for s, ln in zip(sources, lines) if not (s or "").strip()]
             if empty:

@@ -87,3 +87,27 @@ def test_final_eval_of_the_best_model_does_not_overwrite_the_last_steps_predicti
     for name, versions in written.items():  # a step's file only ever holds that step's model
         assert all(v == versions[0] for v in versions), name
         assert [r["hypothesis"] for r in read_jsonl(run / "predictions" / name)] == versions[0]
+
+
+@pytest.mark.parametrize("row, field", [({"source": ["a dog", "runs"], "target": "GOD A"}, "'source' is a list"),
+                                        ({"source": "a dog", "target": {"de": "x"}}, "'target' is a mapping"),
+                                        ({"translation": {"en": ["a", "dog"], "de": "GOD A"}},
+                                         "'translation.en' is a list")])
+def test_list_or_mapping_fields_are_refused_not_stringified(tmp_path, row, field):
+    """A list source (in every row) used to become its Python repr "['a dog', 'runs']" and be trained on."""
+    from tasks.seq2seq import Seq2SeqTask
+
+    f = write_lines(tmp_path / "d.jsonl", [json.dumps(row)] * 2)  # one type per field: past tasks/io.py
+    langs = {"source_lang": "en", "target_lang": "de"} if "translation" in row else {}
+    cfg = config.from_dict(base_config(tmp_path, f, None, data=langs))
+    with pytest.raises(UserError, match=rf"d.jsonl: line 1: {field}, not text"):
+        Seq2SeqTask(cfg).load("train")
+
+
+def test_numbers_are_read_as_text(tmp_path):
+    from tasks.seq2seq import Seq2SeqTask
+
+    f = write_lines(tmp_path / "n.jsonl", [json.dumps({"source": 12, "target": 21}),
+                                           json.dumps({"source": 3, "target": 30})])
+    ds = Seq2SeqTask(config.from_dict(base_config(tmp_path, f, None))).load("train")["train"]
+    assert ds["source"] == ["12", "3"] and ds["target"] == ["21", "30"]
