@@ -70,11 +70,13 @@ class SuiteTrainer(Trainer):
     """transformers.Trainer plus throughput/memory logging and results.json."""
 
     def __init__(self, *args, suite_cfg=None, **kwargs):
+        from .early_stopping import early_stopping_callbacks
         from .reliability import callbacks_for
 
         super().__init__(*args, **kwargs)
         self.suite_cfg = suite_cfg
-        for cb in callbacks_for(suite_cfg):  # signals, non-finite steps (suites/reliability.py)
+        # signals and non-finite steps (suites/reliability.py), early stopping (suites/early_stopping.py)
+        for cb in callbacks_for(suite_cfg) + early_stopping_callbacks(suite_cfg):
             self.add_callback(cb)
         self._last_log = (time.perf_counter(), 0, 0)  # time, tokens seen, samples seen
         self._samples_seen = 0  # documents in this process's micro-batches (packed rows hold several)

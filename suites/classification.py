@@ -68,12 +68,6 @@ class ClassificationTrainer(SuiteTrainer):
             self.args.greater_is_better = False
 
 
-def _has_adapter(model) -> bool:
-    from peft import PeftModel
-
-    return isinstance(model, PeftModel)
-
-
 class ClassificationFamily(Family):
     task_cls = ClassificationTask
     trainer_cls = ClassificationTrainer
@@ -92,10 +86,6 @@ class ClassificationFamily(Family):
         kwargs = {} if self.cfg.model.from_config else {"ignore_mismatched_sizes": True}
         model = load_model(self.cfg, AutoModelForSequenceClassification, tokenizer, updates,
                            keep_full_precision=HEAD_MODULES, **kwargs)
-        if self.cfg.peft is not None and _has_adapter(model):
-            # a trained adapter dir (eval/predict of a LoRA run) loads with its adapter: a second
-            # fresh one under the same name would replace the trained head and LoRA weights
-            return model
         return apply_peft(self.cfg, model, "SEQ_CLS")
 
     def collator(self, tokenizer, task):

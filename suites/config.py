@@ -108,6 +108,14 @@ class GenerationConfig:
 
 
 @dataclass
+class EarlyStoppingConfig:
+    # stops after `patience` evaluations in a row without improvement of train.metric_for_best_model
+    # (default loss); the best checkpoint is loaded at the end unless train.load_best_model_at_end: false
+    patience: int = 3  # evaluations without improvement of metric_for_best_model before stopping
+    threshold: float = 0.0  # an improvement must be larger than this (in the metric's units)
+
+
+@dataclass
 class SFTConfig:
     max_length: int = 1024
     # packed rows give the same loss as unpacked ones, much faster; left unset, packing is off only for
@@ -140,6 +148,9 @@ class RunConfig:
     quantization: Optional[QuantizationConfig] = None  # present = load in 4/8 bit
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
+    # present = stop when train.metric_for_best_model (default: loss) stops improving; the best
+    # checkpoint is loaded at the end unless train.load_best_model_at_end is false
+    early_stopping: Optional[EarlyStoppingConfig] = None  # {patience: 3, threshold: 0.0}
     source_path: Optional[str] = None  # where the YAML came from (set by load)
 
     def to_dict(self) -> dict:

@@ -22,6 +22,7 @@ SECTIONS = [
     ("quantization", config.QuantizationConfig),
     ("generation", config.GenerationConfig),
     ("sft", config.SFTConfig),
+    ("early_stopping", config.EarlyStoppingConfig),
 ]
 FIELD_LINE = re.compile(r"^\s+(\w+):\s*(.+?)(?:\s+#\s*(.*))?$")
 

@@ -155,7 +155,12 @@ def apply_peft(cfg, model, task_type: str):
     """Wrap the model with LoRA when the config has a `peft:` block."""
     if cfg.peft is None:
         return model
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+
+    if isinstance(model, PeftModel):
+        # eval/predict of a LoRA run dir loads its trained adapter; a second, fresh one under the
+        # same name would replace it (and its trained head) with untrained weights
+        return model
 
     p = cfg.peft
     if cfg.quantization is not None:

@@ -83,7 +83,7 @@ def build(cfg, mode: str, predict_input: str | None = None):
 
 
 def train(cfg, overwrite: bool = False, resume=None) -> dict:
-    from . import reliability
+    from . import early_stopping, reliability
 
     # the config's way to say --resume: train.resume_from_checkpoint: true | PATH (a TrainingArguments field)
     from_config = cfg.train.pop("resume_from_checkpoint", None)
@@ -115,6 +115,7 @@ def train(cfg, overwrite: bool = False, resume=None) -> dict:
         reliability.restore_signal_handlers(trainer)
     runtime = time.perf_counter() - start
     stopped_extra = reliability.raise_if_stopped(trainer, cfg)  # a signal or a non-finite step
+    stopped_extra.update(early_stopping.results(trainer))
     trainer.save_model()
     trainer.save_state()
     metrics = dict(out.metrics)

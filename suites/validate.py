@@ -82,10 +82,29 @@ def validate(cfg) -> None:
         v = getattr(cfg.data, key)
         if v is not None and v <= 0:
             raise UserError(f"config: data.{key} must be positive, got {v}")
+    _check_early_stopping(cfg)
     metric = cfg.train.get("metric_for_best_model")
     if cfg.train.get("load_best_model_at_end") and not metric:
         cfg.train["metric_for_best_model"] = "loss"
     check_data(cfg)
+
+
+def _check_early_stopping(cfg) -> None:
+    """Early stopping needs evaluations to compare; it keeps the best checkpoint unless told not to."""
+    es = cfg.early_stopping
+    if es is None:
+        return
+    if es.patience < 1:
+        raise UserError(f"config: early_stopping.patience must be at least 1, got {es.patience}")
+    if es.threshold < 0:
+        raise UserError(f"config: early_stopping.threshold must be 0 or more, got {es.threshold}")
+    if cfg.data.eval is None and cfg.data.eval_fraction is None:
+        raise UserError("config: early_stopping needs evaluation data: set data.eval or data.eval_fraction")
+    if cfg.train.get("eval_strategy", "epoch") == "no":
+        raise UserError("config: early_stopping needs evaluations during training: set train.eval_strategy "
+                        "to epoch or steps")
+    cfg.train.setdefault("metric_for_best_model", "loss")
+    cfg.train.setdefault("load_best_model_at_end", True)
 
 
 def _model_type(cfg) -> str | None:

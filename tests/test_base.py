@@ -56,3 +56,21 @@ def test_count_tokens_real_tokens_only():
     seq2seq = dict(padded, labels=torch.tensor([[5, 6, -100], [7, -100, -100]]))
     assert base.count_tokens(seq2seq, encoder_decoder=True) == 8 + 3
     assert base.count_tokens(seq2seq) == 8  # a causal LM's labels are its inputs
+
+
+def test_apply_peft_keeps_a_loaded_adapter():
+    """eval/predict of a LoRA run dir with its training config (peft block included) must not wrap the
+    trained adapter in a second, untrained one (every family goes through apply_peft)."""
+    import transformers
+    from peft import PeftModel
+
+    from suites.config import PeftConfig, RunConfig
+    from suites.modeling import apply_peft
+
+    cfg = RunConfig(task="sft", peft=PeftConfig(r=2, alpha=4, target_modules=["q_proj", "v_proj"]))
+    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=2))
+    wrapped = apply_peft(cfg, model, "CAUSAL_LM")
+    assert isinstance(wrapped, PeftModel)
+    assert apply_peft(cfg, wrapped, "CAUSAL_LM") is wrapped
