@@ -96,7 +96,10 @@ class Seq2SeqTask(Task):
         cols = set(ds.column_names) - {io.LINE}
         for col in required_columns(self.cfg, cols, split):
             if col not in cols:
-                raise UserError(f"{key}: {spec}: no column '{col}' (found: {', '.join(sorted(cols))})")
+                where = "--input" if split == "predict" else key
+                hint = (f"; prediction rows need a '{col}' field, 'source', or a '{TRANSLATION}' dict"
+                        if split == "predict" else "")
+                raise UserError(f"{where}: {spec}: no column '{col}' (found: {', '.join(sorted(cols))}){hint}")
 
     def pairs(self, ds, split: str):
         """A dataset of plain (source, target, _line) rows; empty pairs skipped and counted."""

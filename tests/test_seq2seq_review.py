@@ -111,3 +111,14 @@ def test_numbers_are_read_as_text(tmp_path):
                                            json.dumps({"source": 3, "target": 30})])
     ds = Seq2SeqTask(config.from_dict(base_config(tmp_path, f, None))).load("train")["train"]
     assert ds["source"] == ["12", "3"] and ds["target"] == ["21", "30"]
+
+
+def test_predict_input_without_a_source_names_the_option_and_the_accepted_fields(tmp_path):
+    from tasks.seq2seq import Seq2SeqTask
+
+    train = parallel_files(tmp_path, toy_pairs(4), "t")
+    cfg = config.from_dict(base_config(tmp_path, train, None))
+    inp = write_lines(tmp_path / "in.jsonl", [json.dumps({"text": "a dog"})])
+    with pytest.raises(UserError, match=r"^--input: .*in.jsonl: no column 'source' \(found: text\); "
+                                        r"prediction rows need .*'translation' dict"):
+        Seq2SeqTask(cfg).load("predict", inp)
