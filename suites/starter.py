@@ -20,6 +20,7 @@ train:                               # any transformers.TrainingArguments field
   save_total_limit: 2                # keep the 2 latest checkpoints
 {extra}  report_to: none                    # tensorboard | mlflow (pip install it; MLflow logs to OUTPUT_DIR/mlruns)
   # bf16: true                       # default: bf16 where the GPU supports it, fp32 otherwise
+# early_stopping: {{{{patience: 3}}}}      # stop when metric_for_best_model (default loss) stalls 3 evaluations
 """
 
 TEMPLATES = {
