@@ -330,6 +330,7 @@ def load(path: str, overrides: list[str] | None = None) -> RunConfig:
     raw = apply_overrides(read_yaml(path), overrides or [])
     cfg = from_dict(raw, base_dir=os.path.dirname(os.path.abspath(path)))
     cfg.source_path = os.path.abspath(path)
+    cfg.source_overrides = list(overrides or [])  # not a config key: repeated in "continue with" hints
     return cfg
 
 

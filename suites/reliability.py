@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import shutil
 import signal
 
@@ -212,8 +213,10 @@ def raise_if_stopped(trainer, cfg) -> dict:
         name = signal.Signals(stop.received).name
         where = os.path.join(out_dir, f"checkpoint-{stop.saved_step}")
         config = getattr(cfg, "source_path", None) or "CONFIG"
+        # the overrides too: without them the hint could resume another output_dir or settings
+        command = shlex.join(["trainsuite", "train", config, *getattr(cfg, "source_overrides", []), "--resume"])
         raise TrainingInterrupted(f"interrupted by {name} at step {stop.saved_step}: saved {where}; "
-                                  f"continue with: trainsuite train {config} --resume")
+                                  f"continue with: {command}")
     return {"nonfinite_steps_skipped": guard.skipped} if guard is not None and guard.mode == "skip" else {}
 
 

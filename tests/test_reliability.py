@@ -159,6 +159,7 @@ def test_sigterm_saves_checkpoint_exits_3_and_resumes(tmp_path, cls_config):
     assert "Traceback" not in stderr
     last = [x for x in stderr.splitlines() if x.strip()][-1]
     assert last.startswith("stopped: interrupted by SIGTERM at step ") and "--resume" in last
+    assert last.endswith(f"continue with: trainsuite train {cfg} --resume")
     step = int(last.split("at step ")[1].split(":")[0])
     ckpt = out / f"checkpoint-{step}"
     assert reliability.checkpoint_is_complete(str(ckpt))
@@ -277,3 +278,19 @@ def test_guard_reuses_the_trainers_gradient_norm(tmp_path, cls_config, monkeypat
     _, _, _, trainer, _ = runner.build(cfg, "train")
     trainer.train()
     assert len(seen) == 2 and all(float(n) > 0 for n in seen)
+
+
+def test_continue_hint_repeats_the_overrides(tmp_path):
+    """The printed resume command carries the command-line overrides (an output_dir=... among them
+    decides which run is resumed)."""
+    from types import SimpleNamespace
+
+    stop = reliability.GracefulStop()
+    stop.received, stop.saved_step = signal.SIGTERM, 7
+    trainer = SimpleNamespace(args=SimpleNamespace(output_dir=str(tmp_path)),
+                              callback_handler=SimpleNamespace(callbacks=[stop]))
+    cfg = SimpleNamespace(source_path="/c/my run.yaml", source_overrides=["output_dir=runs/x", "train.max_steps=300"])
+    with pytest.raises(reliability.TrainingInterrupted) as e:
+        reliability.raise_if_stopped(trainer, cfg)
+    assert str(e.value).endswith(
+        "continue with: trainsuite train '/c/my run.yaml' output_dir=runs/x train.max_steps=300 --resume")
