@@ -294,8 +294,6 @@ class InstructionTask(Task):
             # a token is trained when it holds any trained character: a token that straddles the start
             # of an answer (" cat" after a generation prompt ending in a space) is part of the answer
             mask = [any(a < e and s < b for s, e in ranges) for a, b in enc["offset_mapping"]]
-            if prompt is not None and ref is not None:
-                gen_rows.append((prompt, ref))
             if not any(mask[1:]):  # position 0 is never a prediction target
                 empty.append(row)
                 continue
@@ -308,6 +306,8 @@ class InstructionTask(Task):
                 if not any(mask[1:]):
                     emptied += 1
                     continue
+            if prompt is not None and ref is not None:  # generation eval: the rows the loss sees
+                gen_rows.append((prompt, ref))
             labels = [t if m else -100 for t, m in zip(ids, mask)]
             labels[0] = -100  # never predicted; keeps a packed document from predicting its neighbour
             ids_col.append(ids)

@@ -115,6 +115,8 @@ def test_overlong_rows_truncated_or_dropped_and_counted(tmp_path, tokenizer, mod
         assert stats["truncated"] == 2 and len(ds) == 6
     else:
         assert stats["dropped_overlong"] == 2 and len(ds) == 4
+    # generation eval (sft.eval_generations) uses the rows the loss uses, not the dropped ones
+    assert len(task.generation_rows["train"]) == len(ds)
 
 
 def test_chatml_tokens_added_when_the_tokenizer_lacks_a_template(tmp_path):
