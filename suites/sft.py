@@ -227,7 +227,11 @@ class SFTFamily(Family):
         return PaddingCollator(tokenizer.pad_token_id, pad_multiple())
 
     def trainer_kwargs(self, tokenizer, task) -> dict:
-        return {"generation_rows": task.generation_rows.get("eval")}
+        rows = task.generation_rows.get("eval")
+        if self.cfg.sft.eval_generations and "eval" in task.generation_rows and not rows:
+            log.warning("sft.eval_generations=%d: the eval rows (format %s) hold no prompt and reference, "
+                        "so no generations are made", self.cfg.sft.eval_generations, task.format)
+        return {"generation_rows": rows}
 
     def predict_rows(self, trainer, task, dataset, tokenizer) -> list[dict]:
         outs = generate(trainer.model, tokenizer, dataset["prompt"], self.cfg.generation,

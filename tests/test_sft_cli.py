@@ -84,3 +84,16 @@ def test_malformed_jsonl_exits_2(tmp_path, capsys):
         fh.write("{not json\n")
     assert run(["train", write_yaml(tmp_path / "cfg.yaml", raw)]) == 2
     assert "train.jsonl: line 33: malformed JSON" in capsys.readouterr().err
+
+
+def test_eval_generations_on_text_rows_warns(tmp_path, caplog):
+    import logging
+
+    from suites import config, runner
+
+    text = [{"text": f"red cat number {i} sat on the mat"} for i in range(8)]
+    raw = sft_config(tmp_path, text, text[:4], sft={"eval_generations": 2})
+    cfg = config.load(write_yaml(tmp_path / "t.yaml", raw))
+    with caplog.at_level(logging.WARNING, logger="trainsuite"):
+        runner.build(cfg, "train")
+    assert any("no prompt and reference" in r.getMessage() for r in caplog.records)
