@@ -326,7 +326,25 @@ class Seq2SeqFamily(Family):
         if not model.config.is_encoder_decoder:
             raise UserError(f"config: task seq2seq needs an encoder-decoder model (T5, BART, Marian ...), "
                             f"got {model.config.model_type}")
+        self.check_positions(model.config)
         return apply_peft(self.cfg, model, "SEQ_2_SEQ_LM")
+
+    def check_positions(self, model_config) -> None:
+        """Models with a position table (BART, Marian, Pegasus ...) index past its end, with an IndexError
+        in the middle of training or generation, when the configured lengths exceed it."""
+        limit = getattr(model_config, "max_position_embeddings", None)
+        if not isinstance(limit, int) or model_config.model_type in T5_FAMILY:
+            return
+        g = self.cfg.generation
+        lengths = {"data.max_source_length": self.cfg.data.max_source_length,
+                   "data.max_target_length": self.cfg.data.max_target_length,
+                   "generation.max_new_tokens": g.max_new_tokens if g is not None else None}
+        for key, n in lengths.items():
+            if n is not None and n > limit:
+                raise UserError(f"config: {key}={n} exceeds the {limit} positions of the "
+                                f"{model_config.model_type} model (max_position_embeddings); lower {key}"
+                                + (" or raise model.from_config.max_position_embeddings"
+                                   if self.cfg.model.from_config is not None else ""))
 
     def collator(self, tokenizer, task):
         return Seq2SeqCollator(tokenizer, pad_to_multiple_of=pad_multiple())

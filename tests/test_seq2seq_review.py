@@ -122,3 +122,24 @@ def test_predict_input_without_a_source_names_the_option_and_the_accepted_fields
     with pytest.raises(UserError, match=r"^--input: .*in.jsonl: no column 'source' \(found: text\); "
                                         r"prediction rows need .*'translation' dict"):
         Seq2SeqTask(cfg).load("predict", inp)
+
+
+@pytest.mark.parametrize("model_type", ["bart", "marian"])
+def test_lengths_beyond_the_position_table_are_refused(tmp_path, capsys, model_type):
+    """A BART/Marian with max_position_embeddings 8 and 32-token sources used to stop with an
+    IndexError traceback inside the embedding, leaving a half-made output_dir."""
+    from test_seq2seq import TINY_BART
+
+    train = parallel_files(tmp_path, toy_pairs(20), "t")
+    model = dict(TINY_BART, model_type=model_type, max_position_embeddings=8)
+    cfg = base_config(tmp_path, train, None, model=model, train={"max_steps": 1})
+    path = write_yaml(tmp_path / "c.yaml", cfg)
+    assert cli.run(["train", path]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "data.max_source_length=32 exceeds the 8 positions" in err
+    assert not (tmp_path / "run").exists()
+    # within the table it trains
+    path = write_yaml(tmp_path / "ok.yaml", base_config(
+        tmp_path, train, None, model=model, train={"max_steps": 1},
+        data={"max_source_length": 8, "max_target_length": 8}, generation={"max_new_tokens": 8}))
+    assert cli.run(["train", path, "--quiet"]) == 0
