@@ -6,6 +6,8 @@ Formats (`data.format`, else detected from the columns):
   messages           {"messages": [{"role", "content"}, ...]}        loss on assistant turns (OpenAI style)
   sharegpt           {"conversations": [{"from", "value"}, ...]}     loss on assistant turns
   alpaca             {"instruction", "input" (optional), "output"}   loss on the output
+                     (+ optional "history": [[instruction, answer], ...], trained too)
+sharegpt and alpaca rows may carry a "system" column, which becomes the first (system) turn.
 
 Conversations are rendered with the tokenizer's chat template (a built-in ChatML one when it has
 none). The trained-token mask is read off the template itself: each assistant turn is the text the
@@ -98,17 +100,29 @@ def to_messages(row, fmt: str) -> list[dict] | None:
     if fmt == "messages":
         return [{"role": m.get("role"), "content": m.get("content")} for m in row["messages"]]
     if fmt == "sharegpt":
-        return [{"role": SHAREGPT_ROLES.get(m.get("from"), m.get("from")), "content": m.get("value")}
-                for m in row["conversations"]]
+        turns = [{"role": SHAREGPT_ROLES.get(m.get("from"), m.get("from")), "content": m.get("value")}
+                 for m in row["conversations"]]
+        return _with_system(row, turns)
     if fmt == "alpaca":
+        msgs = []
+        for question, answer in row.get("history") or []:  # earlier turns, trained like the last one
+            msgs += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
         user = row["instruction"] + (f"\n\n{row['input']}" if row.get("input") else "")
-        msgs = [{"role": "user", "content": user}]
+        msgs.append({"role": "user", "content": user})
         if row.get("output") is not None:
             msgs.append({"role": "assistant", "content": row["output"]})
-        return msgs
+        return _with_system(row, msgs)
     if fmt == "prompt_completion" and isinstance(row["prompt"], list):  # conversational prompt-completion
         return list(row["prompt"]) + list(row.get("completion") or [])
     return None
+
+
+def _with_system(row, turns: list[dict]) -> list[dict]:
+    """A `system` column (alpaca and sharegpt data as LLaMA-Factory writes it) becomes the first turn."""
+    system = row.get("system")
+    if system and not (turns and turns[0].get("role") == "system"):
+        return [{"role": "system", "content": system}, *turns]
+    return turns
 
 
 def conversation_problem(msgs, need_assistant: bool) -> str | None:
@@ -141,10 +155,16 @@ def record_problem(row, fmt: str, need: list[str]) -> str | None:
             return f"column '{col}' is missing or null in this row (data format {fmt})"
     if fmt in ("messages", "sharegpt") and not isinstance(row[need[0]], list):
         return f"column '{need[0]}' must be a list of turns, got {row[need[0]]!r}"
+    if fmt in ("alpaca", "sharegpt") and row.get("system") is not None and not isinstance(row["system"], str):
+        return f"column 'system' must be text, got {row['system']!r}"
     if fmt == "alpaca":
         for col in ("instruction", "input", "output"):
             if row.get(col) is not None and not isinstance(row[col], str):
                 return f"column '{col}' must be text, got {row[col]!r}"
+        history = row.get("history")
+        if history is not None and not (isinstance(history, list) and all(
+                isinstance(h, (list, tuple)) and len(h) == 2 and all(isinstance(x, str) for x in h) for h in history)):
+            return f"column 'history' must be a list of [instruction, answer] pairs of text, got {history!r}"
     if fmt == "prompt_completion" and isinstance(row["prompt"], list):
         completion = row.get("completion")
         if completion is not None and not isinstance(completion, list):

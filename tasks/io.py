@@ -237,8 +237,11 @@ def _dataset(rows: list[dict], spec: Any, key: str):
     import datasets
     import pyarrow as pa
 
+    # every field of any record is a column (None where a record lacks it); Dataset.from_list would
+    # take the first record's fields only and silently drop a field that first appears later
+    columns = list(dict.fromkeys(k for row in rows for k in row))
     try:
-        return datasets.Dataset.from_list(rows)
+        return datasets.Dataset.from_dict({c: [row.get(c) for row in rows] for c in columns})
     except (pa.ArrowException, UnicodeEncodeError, OverflowError, TypeError, ValueError) as exc:
         where = spec if isinstance(spec, str) else key
         first = {}

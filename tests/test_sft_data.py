@@ -137,3 +137,33 @@ def test_eval_in_another_format_than_train_fails(tmp_path, tokenizer):
     raw = sft_config(tmp_path, chat_rows(2), [{"text": "red cat"}])
     with pytest.raises(UserError, match="data format text differs from the training data's messages"):
         InstructionTask(config.from_dict(raw)).load("train")
+
+
+def test_alpaca_system_and_history_columns_become_turns(tmp_path, tokenizer):
+    """LLaMA-Factory's alpaca rows: `system` is the first turn, `history` pairs come before the
+    instruction and their answers are trained; sharegpt rows take a `system` column too."""
+    row = {"system": "be brief", "history": [["red", "cat"]], "instruction": "blue", "output": "dog"}
+    task, ds = _task(tmp_path, [row, row], tokenizer)
+    assert _trained(tokenizer, ds[0]) == "cat<|im_end|>dog<|im_end|>"
+    text = tokenizer.decode(ds[0]["input_ids"])
+    assert text.startswith("<|im_start|>system\nbe brief<|im_end|>") and "<|im_start|>user\nblue" in text
+    share = {"system": "be brief", "conversations": [{"from": "human", "value": "red"}, {"from": "gpt", "value": "cat"}]}
+    _, ds = _task(tmp_path, [share, share], tokenizer)
+    assert tokenizer.decode(ds[0]["input_ids"]).startswith("<|im_start|>system\nbe brief<|im_end|>")
+
+
+@pytest.mark.parametrize("bad", [{"history": [["red"]]}, {"history": "red cat"}, {"system": 3}])
+def test_malformed_alpaca_history_or_system_names_the_line(tmp_path, tokenizer, bad):
+    rows = [{"instruction": "red", "output": "cat"}, {"instruction": "blue", "output": "dog", **bad}]
+    with pytest.raises(UserError) as e:
+        _task(tmp_path, rows, tokenizer)
+    msg = str(e.value)
+    assert "line 2" in msg and ("history" in msg or "system" in msg) and "\n" not in msg
+
+
+def test_a_field_first_seen_after_the_first_record_is_kept(tmp_path, tokenizer):
+    """Alpaca files often omit `input` where it is empty; the rows that have it must keep it
+    (datasets' from_list takes the first record's fields only)."""
+    rows = [{"instruction": "red", "output": "cat"}, {"instruction": "blue", "input": "moon", "output": "dog"}]
+    _, ds = _task(tmp_path, rows, tokenizer)
+    assert "blue\n\nmoon" in tokenizer.decode(ds[1]["input_ids"])
