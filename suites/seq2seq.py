@@ -350,9 +350,7 @@ class Seq2SeqFamily(Family):
         return Seq2SeqCollator(tokenizer, pad_to_multiple_of=pad_multiple())
 
     def trainer_kwargs(self, tokenizer, task) -> dict:
-        smoothing = self.cfg.loss.label_smoothing
-        if smoothing is None:
-            smoothing = 0.1 if self.cfg.model.from_config is not None else 0.0
+        smoothing = self.cfg.loss.label_smoothing or 0.0  # its default is resolved in suites/validate.py
         return {"compute_loss_func": Seq2SeqLoss(smoothing),
                 "generation": self.cfg.generation, "metrics_fn": task.generation_metrics}
 

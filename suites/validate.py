@@ -83,6 +83,10 @@ def validate(cfg) -> None:
         if v is not None and v <= 0:
             raise UserError(f"config: data.{key} must be positive, got {v}")
     _check_early_stopping(cfg)
+    if cfg.task == "seq2seq" and cfg.loss.label_smoothing is None:
+        # resolved here, from the config as written: eval/predict later swap model.from_config for
+        # the trained dir, and eval_loss must use the smoothing that training used
+        cfg.loss.label_smoothing = 0.1 if m.from_config is not None else 0.0
     metric = cfg.train.get("metric_for_best_model")
     if cfg.train.get("load_best_model_at_end") and not metric:
         cfg.train["metric_for_best_model"] = "loss"

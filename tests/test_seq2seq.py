@@ -8,6 +8,7 @@ import logging
 import os
 import random
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -183,19 +184,31 @@ def test_fine_tune_from_a_checkpoint_dir(t5_run):
 
 
 def test_early_stopping_on_bleu(t5_run):
-    """metric_for_best_model: bleu drives EarlyStoppingCallback through the generation-based evaluate."""
-    from transformers import EarlyStoppingCallback
-
+    """metric_for_best_model: bleu drives the early_stopping block through the generation-based evaluate."""
     from suites import runner
 
     tmp, path, _ = t5_run
-    cfg = config.load(path, [f"output_dir={tmp / 'early'}", "train.num_train_epochs=6"])
+    cfg = config.load(path, [f"output_dir={tmp / 'early'}", "train.num_train_epochs=6",
+                             "early_stopping.patience=1", "early_stopping.threshold=1e6"])
     _, _, _, trainer, _ = runner.build(cfg, "train")
-    trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=1, early_stopping_threshold=1e6))
     trainer.train()
     evals = [h for h in trainer.state.log_history if "eval_bleu" in h]
     assert len(evals) == 2 and trainer.state.epoch == pytest.approx(2.0)  # stopped after no big gain
     assert trainer.state.best_metric == pytest.approx(max(e["eval_bleu"] for e in evals))
+
+
+def test_eval_of_a_from_scratch_run_keeps_its_label_smoothing(t5_run):
+    """The 0.1 default of a from-scratch run still applies when eval swaps from_config for the
+    trained dir: else `trainsuite eval` reports another eval_loss for the same model."""
+    from suites import runner
+    from suites.seq2seq import Seq2SeqFamily
+
+    tmp, path, _ = t5_run
+    cfg = config.load(path, ["loss.label_smoothing=null"])
+    runner._inference_model(cfg)
+    assert cfg.model.from_config is None
+    assert Seq2SeqFamily(cfg).trainer_kwargs(None, SimpleNamespace(generation_metrics=None))[
+        "compute_loss_func"].smoothing == 0.1
 
 
 # ------------------------------------------------------------------ data forms and bad input
