@@ -26,7 +26,11 @@ class Task:
         d = self.cfg.data
         out = {}
         if mode == "predict":
-            ds = io.load_split(predict_input, "--input", "test")
+            column = self.line_column()
+            if column is not None and io.is_plain_text(predict_input):
+                ds = io.load_lines(predict_input, "--input", column)
+            else:
+                ds = io.load_split(predict_input, "--input", "test")
             self.check(ds, "predict", predict_input)
             return {"predict": ds}
         if mode == "train" or d.eval is None:
@@ -57,6 +61,11 @@ class Task:
 
     def check(self, ds, key: str, spec) -> None:
         """Row-level checks; raise UserError naming file, line and column."""
+
+    def line_column(self) -> str | None:
+        """The input column that a plain text `predict --input` file fills, one row a line; None
+        when one line cannot be one input."""
+        return None
 
     # -- to be defined by each task ------------------------------------------
     def texts_for_tokenizer(self, ds):

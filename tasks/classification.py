@@ -78,6 +78,10 @@ class ClassificationTask(Task):
         self.class_weights: list[float] | None = None
         self.eval_texts: list[str] | None = None  # for eval_predictions.jsonl (the run report)
 
+    def line_column(self) -> str | None:
+        d = self.cfg.data  # `predict --input texts.txt`: one text a line (a pair needs two columns)
+        return d.text_column if d.text_pair_column is None else None
+
     # -- checks --------------------------------------------------------------
     def check(self, ds, key, spec) -> None:
         d = self.cfg.data

@@ -143,12 +143,28 @@ def _csv_reader(text: str, delimiter: str):
 
 
 def read_lines(path: str) -> list[str]:
-    """Plain text, one item a line (parallel MT corpora). Keeps empty lines to preserve alignment."""
-    text = _read_text(path)
-    lines = text.split("\n")
-    if text.endswith("\n"):
+    """Plain text, one item a line (parallel MT corpora). Keeps empty lines to preserve alignment.
+    Line ends as Python's text files read them (\n, \r\n and a lone \r), as sacrebleu and fairseq do."""
+    lines = _lines(_read_text(path))
+    if lines[-1] == "":  # the end of the last line, not an empty line after it
         lines.pop()
-    return [line.rstrip("\r") for line in lines]
+    return lines
+
+
+def is_plain_text(path: str) -> bool:
+    """A .txt file, or a file with no table extension (test.en, newstest.de): one item a line."""
+    kind = file_kind(path)
+    return kind == "text" or (kind is None and os.path.isfile(os.path.expanduser(path)))
+
+
+def load_lines(path: str, key: str, column: str):
+    """Every line of a plain text file as one row of `column`, empty lines included, so that row n
+    of a prediction file answers line n of the input."""
+    check_exists(path, key)
+    lines = read_lines(os.path.expanduser(path))
+    if not lines:
+        raise UserError(f"{key}: {path} holds no lines")
+    return _dataset([{column: t, LINE: i + 1} for i, t in enumerate(lines)], path, key)
 
 
 def read_parallel(spec: dict, key: str) -> list[dict]:

@@ -84,6 +84,9 @@ class Seq2SeqTask(Task):
         self.specs: dict = {}
 
     # -- loading -------------------------------------------------------------
+    def line_column(self) -> str:
+        return self.cfg.data.source_column  # `predict --input test.en`: one source a line
+
     def load(self, mode: str, predict_input: str | None = None) -> dict:
         d = self.cfg.data
         raw = super().load(mode, predict_input)

@@ -157,6 +157,11 @@ def test_predict_without_label_column(tmp_path, cls_config):
     out = tmp_path / "out.jsonl"
     assert run(["predict", cfg_path, "--input", str(inp), "--output", str(out)]) == 0
     assert set(json.loads(out.read_text())) == {"label", "score", "probabilities"}
+    # a plain text file: one text a line
+    txt = tmp_path / "in.txt"
+    txt.write_text("the plot was great\nboring and dull\n")
+    assert run(["predict", cfg_path, "--input", str(txt), "--output", str(out)]) == 0
+    assert len(out.read_text().splitlines()) == 2
 
 
 SST2 = os.path.join(SHARED_DATA, "sst2", "train.tsv")

@@ -143,6 +143,22 @@ def test_predict_real_generation_and_eval_command(t5_run):
     assert (tmp / "run" / "predictions" / "eval_step0.jsonl").is_file()
 
 
+def test_predict_reads_a_plain_text_file_line_by_line(t5_run):
+    """`predict --input test.en` (the form MT test sets come in): output row n answers line n,
+    empty lines included; a lone \r ends a line as in Python's text files."""
+    tmp, path, pairs = t5_run
+    sources = [s for s, _ in pairs[:3]]
+    (tmp / "test.en").write_bytes(f"{sources[0]}\n\r{sources[1]}\r\n{sources[2]}".encode())
+    out = tmp / "out_txt.jsonl"
+    assert cli.run(["predict", path, "--input", str(tmp / "test.en"), "--output", str(out), "--quiet"]) == 0
+    preds = read_jsonl(out)
+    assert len(preds) == 4
+    jsonl = tmp / "same.jsonl"
+    write_lines(jsonl, [json.dumps({"source": s}) for s in (sources[0], "", sources[1], sources[2])])
+    assert cli.run(["predict", path, "--input", str(jsonl), "--output", str(tmp / "o2.jsonl"), "--quiet"]) == 0
+    assert read_jsonl(tmp / "o2.jsonl") == preds
+
+
 def test_label_padding_never_reaches_decode(t5_run, monkeypatch):
     """transformers#22634: decoding -100 fails or yields garbage. The evaluation decodes only
     generated ids; a tokenizer that refuses negative ids proves it."""
