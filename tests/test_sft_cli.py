@@ -97,3 +97,25 @@ def test_eval_generations_on_text_rows_warns(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="trainsuite"):
         runner.build(cfg, "train")
     assert any("no prompt and reference" in r.getMessage() for r in caplog.records)
+
+
+def test_metric_for_best_model_checked_at_config_time(tmp_path):
+    """An SFT metric the evaluation never reports fails at load, not after an epoch (KeyError);
+    perplexity selects the lowest."""
+    import pytest
+
+    from suites import config
+    from suites.errors import UserError
+
+    def load(train, sft=None):
+        raw = sft_config(tmp_path, **({"sft": sft} if sft else {}))
+        raw["train"].update(train)
+        return config.from_dict(raw)
+
+    with pytest.raises(UserError, match="perplexity"):
+        load({"metric_for_best_model": "perplexty"})
+    with pytest.raises(UserError, match="need sft.eval_generations"):
+        load({"metric_for_best_model": "bleu"})
+    assert load({"metric_for_best_model": "bleu"}, {"eval_generations": 2}).train.get("greater_is_better") is None
+    assert load({"metric_for_best_model": "eval_perplexity"}).train["greater_is_better"] is False
+    assert load({"metric_for_best_model": "perplexity", "greater_is_better": True}).train["greater_is_better"] is True
