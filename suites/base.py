@@ -166,15 +166,19 @@ class SuiteTrainer(Trainer):
         return out
 
     # -- results -------------------------------------------------------------
-    def write_results(self, metrics: dict, extra: dict | None = None, merge: bool = False) -> dict:
+    def write_results(self, metrics: dict, extra: dict | None = None, merge: bool = False,
+                      replace_prefix: str | None = None) -> dict:
         """One flat JSON object in OUTPUT_DIR/results.json (rank 0 only). `merge` keeps the keys
-        of an earlier command (eval after train) that this one does not produce."""
+        of an earlier command (eval after train) that this one does not produce, except those
+        starting with `replace_prefix` (an earlier predict's scores on another input file)."""
         cfg = self.suite_cfg
         path = os.path.join(self.args.output_dir, "results.json")
         out = {}
         if merge and os.path.isfile(path):
             with open(path) as fh:
                 out = json.load(fh)
+            if replace_prefix:
+                out = {k: v for k, v in out.items() if not k.startswith(replace_prefix)}
         model = (cfg.model.name_or_path or cfg.model.from_config.get("model_type")) if cfg else None
         if out.get("model") not in (None, model):  # eval of the trained run: keep what was trained
             out["evaluated_model"] = model

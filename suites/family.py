@@ -30,6 +30,8 @@ class Family:
         """Extra keyword arguments for the trainer (metrics, callbacks...)."""
         return {"compute_metrics": task.compute_metrics}
 
+    predict_metrics: dict = {}  # set by predict_rows when the input rows can be scored (test_ prefix)
+
     def predict_rows(self, trainer, task, dataset, tokenizer) -> list[dict]:
         """One output dict per row of `dataset` (an encoded datasets.Dataset), in order."""
         raise NotImplementedError

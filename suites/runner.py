@@ -148,8 +148,9 @@ def predict(cfg, input_path: str, output_path: str) -> dict:
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
         os.replace(tmp, output_path)  # never a half-written predictions file
     log.info("wrote %d predictions to %s", len(rows), output_path)
-    return trainer.write_results({}, {"num_predictions": len(rows), "predictions_file": output_path},
-                                 merge=True)
+    return trainer.write_results(family.predict_metrics, {"num_predictions": len(rows),
+                                                          "predictions_file": output_path},
+                                 merge=True, replace_prefix="test_")
 
 
 def _save_config(cfg) -> None:

@@ -355,4 +355,6 @@ class Seq2SeqFamily(Family):
                 "generation": self.cfg.generation, "metrics_fn": task.generation_metrics}
 
     def predict_rows(self, trainer, task, dataset, tokenizer) -> list[dict]:
-        return [{"prediction": h} for h in trainer.predict(dataset).predictions]
+        out = trainer.predict(dataset)
+        self.predict_metrics = out.metrics  # test_bleu, ... when the input rows carry targets
+        return [{"prediction": h} for h in out.predictions]

@@ -139,6 +139,18 @@ def test_predict_real_generation_and_eval_command(t5_run):
     assert cli.run(["predict", path, "--input", inp, "--output", str(out), "--quiet"]) == 0
     preds = read_jsonl(out)
     assert len(preds) == 5 and all(set(p) == {"prediction"} for p in preds)
+    results = json.loads((tmp / "run" / "results.json").read_text())
+    assert "test_bleu" not in results and results["num_predictions"] == 5
+    # rows with targets are scored too: results.json gets test_bleu, equal to sacreBLEU on the output
+    import sacrebleu
+
+    scored = write_lines(tmp / "in3.jsonl", [json.dumps({"source": s, "target": t}) for s, t in pairs[:5]])
+    assert cli.run(["predict", path, "--input", scored, "--output", str(out), "--quiet"]) == 0
+    hyps = [p["prediction"] for p in read_jsonl(out)]
+    results = json.loads((tmp / "run" / "results.json").read_text())
+    assert results["test_bleu"] == pytest.approx(sacrebleu.corpus_bleu(hyps, [[t for _, t in pairs[:5]]]).score)
+    assert cli.run(["predict", path, "--input", inp, "--output", str(out), "--quiet"]) == 0
+    assert "test_bleu" not in json.loads((tmp / "run" / "results.json").read_text())  # not another file's score
     assert cli.run(["eval", path, "--quiet"]) == 0
     assert (tmp / "run" / "predictions" / "eval_step0.jsonl").is_file()
 
