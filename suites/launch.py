@@ -10,19 +10,36 @@ runs 2 CPU processes on the gloo backend (how CI tests the distributed path). Th
 not named) and every argument after the config go to `trainsuite` unchanged; --deepspeed and --fsdp
 become the overrides train.deepspeed=... and train.fsdp=true train.fsdp_config=... . The exact
 underlying command is printed before it runs.
+
+The launcher stays the parent of torchrun: a SIGTERM/SIGINT/SIGHUP sent to it (a scheduler's
+preemption notice, Ctrl-C) is passed on once to torchrun, which passes it on to the processes
+(torchrun runs in its own session, so a terminal's Ctrl-C does not reach it twice). Each process
+runs `trainsuite` through `suites.launch --worker` and leaves its exit code in a folder the launcher
+reads at the end, so the launcher exits with trainsuite's own codes (2 a mistake, 3 interrupted after
+a checkpoint, 4 non-finite loss) instead of torchrun's 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
+import signal
 import subprocess
 import sys
+import tempfile
 
 from .distributed_checks import DEEPSPEED_INSTALL, DEEPSPEED_PRESETS, FSDP_PRESETS, preset_path
 
 COMMANDS = ("train", "eval", "predict")
+WORKER = "--worker"  # what torchrun runs on each process: `python -m suites.launch --worker COMMAND ...`
+STATUS_ENV = "TRAINSUITE_LAUNCH_STATUS"  # folder where each process leaves its exit code (rank-R)
+COMMAND_ENV = "TRAINSUITE_LAUNCH_COMMAND"  # this launch, for the `continue with: ... --resume` hint
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+EXIT_MEANING = {2: "a mistake in the config, data or command line: see the error: line above",
+                3: "interrupted after saving a checkpoint: run the same command with --resume",
+                4: "a non-finite loss or gradient: see the stopped: line above"}
 
 
 class LaunchError(Exception):
@@ -51,8 +68,15 @@ def parser() -> argparse.ArgumentParser:
 def visible_gpus(env=os.environ) -> int:
     visible = env.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
-        ids = [v for v in visible.split(",") if v.strip()]
-        return 0 if not ids or ids[0].strip() == "-1" else len(ids)
+        # as CUDA reads it: the devices listed before the first invalid entry (empty, or a negative
+        # number such as -1), so "0,-1,2" is one GPU and "-1" or "" none
+        count = 0
+        for v in visible.split(","):
+            v = v.strip()
+            if not v or (v.lstrip("-").isdigit() and int(v) < 0):
+                break
+            count += 1
+        return count
     try:
         import torch
 
@@ -67,6 +91,10 @@ def build(argv: list[str], env=None) -> tuple[list[str], dict]:
     args, rest = parser().parse_known_args(argv)
     if not rest:
         raise LaunchError("give a config file (CONFIG.yaml)")
+    if rest[0].startswith("-"):  # before the config only launcher options are expected
+        raise LaunchError(f"unknown option {rest[0]} (launcher options: --nproc, --nnodes, --node-rank, "
+                          "--master-addr, --master-port, --deepspeed, --fsdp, --fsdp-config, --dry-run; "
+                          "trainsuite options such as --overwrite or --resume go after the config)")
     command = rest.pop(0) if rest[0] in COMMANDS else "train"
     if not rest:
         raise LaunchError("give a config file (CONFIG.yaml)")
@@ -96,6 +124,10 @@ def build(argv: list[str], env=None) -> tuple[list[str], dict]:
         overrides.append("train.use_cpu=true")  # gloo, CPU tensors
 
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}"]
+    if args.nnodes < 1:
+        raise LaunchError("--nnodes must be at least 1")
+    if not 0 <= args.node_rank < args.nnodes:
+        raise LaunchError(f"--node-rank must be 0..{args.nnodes - 1} with --nnodes {args.nnodes}")
     if args.nnodes > 1:
         if not args.master_addr:
             raise LaunchError("--nnodes > 1 needs --master-addr (the node-rank 0 machine)")
@@ -103,12 +135,103 @@ def build(argv: list[str], env=None) -> tuple[list[str], dict]:
                 f"--master-port={args.master_port}"]
     else:
         cmd += ["--standalone"]  # a free port on this machine, no rendezvous server
-    cmd += ["-m", "suites.cli", command, rest[0], *overrides, *rest[1:]]
+    cmd += ["-m", "suites.launch", WORKER, command, rest[0], *overrides, *rest[1:]]
     return cmd, added
+
+
+def resume_command(argv: list[str], prog: str = "scripts/launch") -> str:
+    """The launch command that continues this run: the same arguments with --resume (an explicit
+    checkpoint, --overwrite and --dry-run dropped: the newest complete checkpoint is the one to take)."""
+    out, skip = [], False
+    for i, a in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if a in ("--overwrite", "--dry-run"):
+            continue
+        if a == "--resume":
+            nxt = argv[i + 1] if i + 1 < len(argv) else None
+            skip = nxt is not None and not nxt.startswith("-") and "=" not in nxt
+            continue
+        if a.startswith("--resume="):
+            continue
+        out.append(a)
+    return shlex.join([prog, *out, "--resume"])
+
+
+def worker(argv: list[str]) -> int:
+    """One process of the launch: trainsuite, its exit code left for the launcher."""
+    from .cli import run
+
+    try:
+        code = run(argv)
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code if isinstance(exc.code, int) else 1
+    folder = os.environ.get(STATUS_ENV)
+    if folder and os.path.isdir(folder):
+        with open(os.path.join(folder, f"rank-{os.environ.get('RANK', '0')}"), "w") as fh:
+            fh.write(str(code))
+    return code
+
+
+def worker_codes(folder: str) -> dict[int, int]:
+    codes = {}
+    for name in os.listdir(folder):
+        with contextlib.suppress(OSError, ValueError):
+            with open(os.path.join(folder, name)) as fh:
+                codes[int(name.removeprefix("rank-"))] = int(fh.read().strip())
+    return codes
+
+
+def outcome(torchrun_code: int, codes: dict[int, int]) -> int:
+    """The launch's exit code: trainsuite's own when a process ended with one (a mistake first, then
+    a non-finite stop, then an interruption), else torchrun's."""
+    if torchrun_code == 0:
+        return 0
+    for wanted in (2, 4, 3):
+        if wanted in codes.values():
+            return wanted
+    return torchrun_code
+
+
+def _die_with_parent() -> None:
+    """In torchrun's process (Linux): a SIGTERM when the launcher dies, even by SIGKILL, so that no run
+    goes on without it."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+
+
+def run_torchrun(cmd: list[str], env: dict) -> int:
+    with tempfile.TemporaryDirectory(prefix="trainsuite-launch-") as folder:
+        env = {**env, STATUS_ENV: folder}
+        # its own session: a terminal's Ctrl-C reaches the launcher only, which passes it on once
+        proc = subprocess.Popen(cmd, env=env, start_new_session=True,
+                                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+
+        def forward(signum, frame):
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signum)
+
+        previous = {}
+        try:
+            for s in FORWARDED:
+                previous[s] = signal.signal(s, forward)
+            code = proc.wait()
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        final = outcome(code, worker_codes(folder))
+    if final in EXIT_MEANING:
+        print(f"scripts/launch: exit code {final}: {EXIT_MEANING[final]}", file=sys.stderr, flush=True)
+    return final
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == [WORKER]:
+        return worker(argv[1:])
     try:
         cmd, added = build(argv)
     except LaunchError as exc:
@@ -118,7 +241,8 @@ def main(argv=None) -> int:
     print(f"+ {shown} {shlex.join(cmd)}", file=sys.stderr, flush=True)
     if "--dry-run" in argv:
         return 0
-    return subprocess.call(cmd, env={**os.environ, **added})
+    prog = "scripts/launch" if os.path.basename(sys.argv[0]) in ("launch.py", "-m") else os.path.basename(sys.argv[0])
+    return run_torchrun(cmd, {**os.environ, **added, COMMAND_ENV: resume_command(argv, prog)})
 
 
 if __name__ == "__main__":

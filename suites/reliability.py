@@ -212,9 +212,16 @@ def raise_if_stopped(trainer, cfg) -> dict:
     if stop is not None and stop.received is not None:
         name = signal.Signals(stop.received).name
         where = os.path.join(out_dir, f"checkpoint-{stop.saved_step}")
-        config = getattr(cfg, "source_path", None) or "CONFIG"
-        # the overrides too: without them the hint could resume another output_dir or settings
-        command = shlex.join(["trainsuite", "train", config, *getattr(cfg, "source_overrides", []), "--resume"])
+        from .launch import COMMAND_ENV
+
+        # a run started by scripts/launch continues with the same launch (its processes, its
+        # --deepspeed/--fsdp), not with a one-process trainsuite command
+        command = os.environ.get(COMMAND_ENV)
+        if not command:
+            config = getattr(cfg, "source_path", None) or "CONFIG"
+            # the overrides too: without them the hint could resume another output_dir or settings
+            command = shlex.join(["trainsuite", "train", config, *getattr(cfg, "source_overrides", []),
+                                  "--resume"])
         raise TrainingInterrupted(f"interrupted by {name} at step {stop.saved_step}: saved {where}; "
                                   f"continue with: {command}")
     return {"nonfinite_steps_skipped": guard.skipped} if guard is not None and guard.mode == "skip" else {}

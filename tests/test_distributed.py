@@ -106,13 +106,14 @@ def test_launch_command_cpu_and_multi_node():
     cmd, env = launch_command(["--nproc", "2", "c.yaml", "train.seed=1", "--overwrite"],
                               env={"CUDA_VISIBLE_DEVICES": ""})
     assert cmd[1:4] == ["-m", "torch.distributed.run", "--nproc-per-node=2"] and "--standalone" in cmd
-    assert cmd[cmd.index("suites.cli") + 1:] == ["train", "c.yaml", "train.use_cpu=true", "train.seed=1", "--overwrite"]
+    assert cmd[cmd.index("suites.launch"):] == ["suites.launch", "--worker", "train", "c.yaml", "train.use_cpu=true",
+                                                "train.seed=1", "--overwrite"]
     assert env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
     cmd, _ = launch_command(["--nnodes", "2", "--node-rank", "1", "--master-addr", "10.0.0.1", "--fsdp",
                              "eval", "c.yaml"], env={"CUDA_VISIBLE_DEVICES": "0,1,2,3"})
     assert "--nproc-per-node=4" in cmd and "--nnodes=2" in cmd and "--node-rank=1" in cmd
     assert "--master-addr=10.0.0.1" in cmd and "--master-port=29500" in cmd
-    tail = cmd[cmd.index("suites.cli") + 1:]
+    tail = cmd[cmd.index("--worker") + 1:]
     assert tail[:3] == ["eval", "c.yaml", "train.fsdp=true"] and tail[3].endswith("presets/fsdp2.json")
 
 
