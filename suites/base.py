@@ -116,13 +116,15 @@ class SuiteTrainer(Trainer):
 
     # -- data order (also in distributed runs) --------------------------------
     def _get_train_sampler(self, train_dataset=None):
-        # group_by_length sorts mega-batches of 50 batches; sized by the GLOBAL batch, N processes
-        # x batch b see the same order as 1 process x batch N*b
         sampler = super()._get_train_sampler(train_dataset)
         from transformers.trainer_pt_utils import LengthGroupedSampler
 
-        if isinstance(sampler, LengthGroupedSampler) and self.args.world_size > 1:
-            sampler.batch_size *= self.args.world_size
+        if isinstance(sampler, LengthGroupedSampler):
+            # group_by_length sorts mega-batches of 50 batches; sized by the GLOBAL batch, N processes
+            # x batch b see the same order as 1 process x batch N*b
+            return EpochSeededLengthGroupedSampler(sampler.lengths, sampler.batch_size * self.args.world_size,
+                                                   self.args.data_seed if self.args.data_seed is not None
+                                                   else self.args.seed)
         return sampler
 
     def _get_eval_sampler(self, eval_dataset):
@@ -193,6 +195,28 @@ class SuiteTrainer(Trainer):
                 json.dump(out, fh, indent=2, sort_keys=True)
             os.replace(tmp, path)
         return out
+
+
+class EpochSeededLengthGroupedSampler(torch.utils.data.Sampler):
+    """Length-grouped order that is a function of (seed, epoch) alone. transformers' sampler draws
+    from the global RNG, which a run resumed inside epoch 2+ holds in another state when the epoch's
+    order is drawn (checkpoints restore it as it was at the saved step): the resumed run would
+    replay some batches and skip others. The trainer calls set_epoch before each epoch."""
+
+    def __init__(self, lengths, batch_size: int, seed: int):
+        self.lengths, self.batch_size, self.seed, self.epoch = list(lengths), batch_size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self):
+        return len(self.lengths)
+
+    def __iter__(self):
+        from transformers.trainer_pt_utils import get_length_grouped_indices
+
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
 
 
 def _as_count(t):
