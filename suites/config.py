@@ -37,8 +37,9 @@ class TokenizerConfig:
     name_or_path: Optional[str] = None  # default: the model's own
     train_from_data: bool = False
     vocab_size: int = 8000
-    # bpe (byte-level) and unigram train reproducibly; the tokenizers library's wordpiece trainer
-    # does not (its vocabulary varies between trainings), resume reloads the saved tokenizer
+    # byte-level bpe trains reproducibly; the tokenizers library's wordpiece and unigram trainers do
+    # not (their vocabularies vary between trainings): resume reloads the saved tokenizer, and in a
+    # multi-process run rank 0 trains it and sends it to the others
     algorithm: Literal["bpe", "unigram", "wordpiece"] = "bpe"
     lowercase: bool = False
 

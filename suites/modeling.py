@@ -39,8 +39,11 @@ def load_tokenizer(cfg, texts=None, special=None):
     if tc.train_from_data:
         from tasks.tokenizer import train_tokenizer
 
-        log.info("training a %s tokenizer (vocab %d) on the training texts", tc.algorithm, tc.vocab_size)
-        return train_tokenizer(texts(), tc.vocab_size, special, tc.algorithm, tc.lowercase)
+        def train():
+            log.info("training a %s tokenizer (vocab %d) on the training texts", tc.algorithm, tc.vocab_size)
+            return train_tokenizer(texts(), tc.vocab_size, special, tc.algorithm, tc.lowercase)
+
+        return _once_for_all_ranks(train)
     name = resolve(tc.name_or_path or cfg.model.name_or_path)
     if name is None:
         raise UserError("config: model.from_config needs a tokenizer: set tokenizer.name_or_path "
@@ -52,6 +55,26 @@ def load_tokenizer(cfg, texts=None, special=None):
                                              trust_remote_code=cfg.model.trust_remote_code)
     except (OSError, ValueError) as exc:
         raise _hub_error("tokenizer", name, exc) from None
+
+
+def _once_for_all_ranks(make):
+    """`make()` on rank 0 only, its result sent to every process. Tokenizer trainers are not
+    deterministic (WordPiece and Unigram vocabularies vary between trainings), so ranks that each
+    trained their own would number tokens differently, or fail on mismatched embedding sizes."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return make()
+    box = [None]
+    if dist.get_rank() == 0:
+        try:
+            box[0] = make()
+        except Exception as exc:  # sent on too: the other ranks must not wait for a tokenizer forever
+            box[0] = exc
+    dist.broadcast_object_list(box, src=0)
+    if isinstance(box[0], Exception):
+        raise box[0]
+    return box[0]
 
 
 def compute_dtype() -> torch.dtype:

@@ -67,12 +67,15 @@ def build(cfg, mode: str, predict_input: str | None = None):
     transformers.set_seed(cfg.seed)
     task = family.task_cls(cfg)
     splits = task.load(mode, predict_input)
+    # arguments before the tokenizer and the model: they start the process group (a tokenizer
+    # trained from data is trained once and shared), and under DeepSpeed ZeRO-3 they make
+    # from_pretrained load the model sharded
+    args = training_arguments(cfg, has_eval="eval" in splits, family_defaults=family.defaults,
+                              args_cls=getattr(family, "args_cls", transformers.TrainingArguments))
+    _ = args.device  # transformers sets up the device and the process group lazily
     tokenizer = load_tokenizer(cfg, texts=lambda: task.texts_for_tokenizer(splits["train"]),
                                special=family.special_tokens)
     task.setup(splits, tokenizer)
-    # arguments before the model: under DeepSpeed ZeRO-3 they make from_pretrained load it sharded
-    args = training_arguments(cfg, has_eval="eval" in splits, family_defaults=family.defaults,
-                              args_cls=getattr(family, "args_cls", transformers.TrainingArguments))
     model = family.build_model(tokenizer, task)
     encoded = {name: task.encode(ds, tokenizer, name) for name, ds in splits.items()}
     trainer = family.trainer_cls(

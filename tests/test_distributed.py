@@ -254,3 +254,40 @@ def test_a_plain_wheel_install_finds_the_presets(tmp_path):
     subprocess.run([sys.executable, "-c", probe], check=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(target)})
     entry_points = next(target.glob("trainsuite-*.dist-info")).joinpath("entry_points.txt").read_text()
     assert "trainsuite-launch = suites.launch:main" in entry_points
+
+
+def _share_worker(rank, init_file, out_dir):
+    import torch.distributed as dist
+
+    from suites.errors import UserError
+    from suites.modeling import _once_for_all_ranks
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        # a maker that differs per process, as tokenizer trainers do between runs
+        got = _once_for_all_ranks(lambda: f"made by rank {rank}")
+
+        def fail():
+            raise UserError("data.train: no text to train a tokenizer on")
+
+        try:
+            _once_for_all_ranks(fail)
+            err = None
+        except UserError as exc:
+            err = str(exc)
+        with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as fh:
+            json.dump({"got": got, "err": err}, fh)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_tokenizer_trained_once_and_shared_by_all_ranks(tmp_path):
+    """Each rank training its own tokenizer gave ranks different vocabularies (WordPiece/Unigram
+    trainers vary between trainings); rank 0 makes it and sends it, errors included (no hang)."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_share_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    for rank in (0, 1):
+        with open(tmp_path / f"rank{rank}.json") as fh:
+            out = json.load(fh)
+        assert out == {"got": "made by rank 0", "err": "data.train: no text to train a tokenizer on"}
