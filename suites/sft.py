@@ -152,12 +152,26 @@ def stop_token_ids(tokenizer) -> list[int]:
 def generate(model, tokenizer, prompts: list[str], gen, batch_size: int, synced_gpus: bool = False,
              quiet: bool = True) -> list[tuple[str, int]]:
     """Completions of `prompts` only (left padding, batched): (text, generated token count), in the
-    order of `prompts`. Prompts are batched longest first so that a batch holds little padding.
-    Every process generates all prompts; `synced_gpus` (a ZeRO-3/FSDP-sharded model) keeps them
-    stepping together until the last one is done."""
+    order of `prompts`, on every process. Prompts are batched longest first so that a batch holds
+    little padding. In a multi-process run each process generates every W-th of the sorted prompts
+    (equal counts, the last padded by repeats, so that a ZeRO-3/FSDP-sharded model, stepping together
+    under `synced_gpus`, sees the same number of generate calls everywhere) and the results are
+    gathered."""
+    import torch.distributed as dist
+
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-    outs = _generate_in_order(model, tokenizer, [prompts[i] for i in order], gen, batch_size, synced_gpus,
-                              quiet)
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    if world > 1 and prompts:
+        rank, per_rank = dist.get_rank(), -(-len(order) // world)
+        mine = [order[min(k * world + rank, len(order) - 1)] for k in range(per_rank)]
+        outs = _generate_in_order(model, tokenizer, [prompts[i] for i in mine], gen, batch_size, synced_gpus,
+                                  quiet)
+        gathered = [None] * world
+        dist.all_gather_object(gathered, outs)
+        outs = [gathered[j % world][j // world] for j in range(len(order))]  # sorted position j
+    else:
+        outs = _generate_in_order(model, tokenizer, [prompts[i] for i in order], gen, batch_size, synced_gpus,
+                                  quiet)
     result = [None] * len(prompts)
     for i, out in zip(order, outs):
         result[i] = out

@@ -291,3 +291,41 @@ def test_tokenizer_trained_once_and_shared_by_all_ranks(tmp_path):
         with open(tmp_path / f"rank{rank}.json") as fh:
             out = json.load(fh)
         assert out == {"got": "made by rank 0", "err": "data.train: no text to train a tokenizer on"}
+
+
+def _generate_worker(rank, init_file, out_dir, prompts):
+    import torch.distributed as dist
+
+    from suites import sft
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    seen = []
+
+    def fake(model, tokenizer, batch, *args):
+        seen.extend(batch)
+        return [(p.upper(), len(p)) for p in batch]
+
+    sft._generate_in_order = fake  # this process only
+    try:
+        out = sft.generate(None, None, prompts, None, 4)
+        with open(os.path.join(out_dir, f"gen{rank}.json"), "w") as fh:
+            json.dump({"out": out, "seen": seen}, fh)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_sft_generation_splits_prompts_over_processes(tmp_path):
+    """Each process generates its share (equal counts, for sharded models stepping together) and
+    every process gets all completions in prompt order."""
+    import torch.multiprocessing as mp
+
+    prompts = ["a", "bbbbb", "cc", "dddd", "eee"]
+    mp.spawn(_generate_worker, args=(str(tmp_path / "init"), str(tmp_path), prompts), nprocs=2, join=True)
+    seen = []
+    for rank in (0, 1):
+        with open(tmp_path / f"gen{rank}.json") as fh:
+            got = json.load(fh)
+        assert got["out"] == [[p.upper(), len(p)] for p in prompts]
+        assert len(got["seen"]) == 3  # ceil(5 / 2): rank 1 repeats one prompt
+        seen += got["seen"]
+    assert set(seen) == set(prompts)
