@@ -7,11 +7,15 @@
     trainsuite init    {classification,seq2seq,sft} [--output FILE]
 
 A user mistake (config, data, command line) prints one line `error: ...` and exits with 2.
+stdout carries only the command's result (JSON for train/eval/predict/merge): what libraries print
+there while the command runs (log dicts, tokenizer-training progress) goes to stderr, or nowhere
+with --quiet, so `trainsuite eval c.yaml | jq .eval_accuracy` works.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -28,8 +32,10 @@ EPILOG = """examples:
   trainsuite report runs/demo                      # rebuild runs/demo/report.html
   trainsuite report runs/a runs/b --output ab.html # compare runs on one page
   trainsuite init classification --output my.yaml  # a commented starter config
+  trainsuite merge runs/sft --output runs/sft-merged # fold a LoRA adapter into its base model
 
 Any config key can be overridden as dotted.key=value (the value is read as YAML).
+train/eval/predict/merge print their results as JSON on stdout; logs go to stderr.
 Exit codes: 0 success, 2 a mistake in the config, data or command line,
 3 stopped by SIGTERM/SIGINT after saving a checkpoint (continue with --resume),
 4 stopped by a non-finite loss or gradient (nonfinite: stop)."""
@@ -52,17 +58,22 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--overwrite", action="store_true", help="replace a previous run in output_dir")
     t.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
                    help="continue from the latest (or the given) checkpoint in output_dir")
-    add("eval", "evaluate model.name_or_path (a checkpoint dir works) on data.eval")
+    add("eval", "evaluate model.name_or_path (a checkpoint dir works; for a model.from_config config, the "
+        "model trained in output_dir) on data.eval; merge the metrics into OUTPUT_DIR/results.json")
     pr = add("predict", "write one JSON line of predictions per input row")
-    pr.add_argument("--input", required=True, help="rows to predict (jsonl, csv, tsv, json, parquet)")
+    pr.add_argument("--input", required=True, help="rows to predict (jsonl, csv, tsv, json, parquet), or a plain text file (.txt or no "
+                    "table extension, e.g. test.en): one input a line (seq2seq, classification)")
     pr.add_argument("--output", required=True, help="where to write the predictions (JSONL)")
-    mg = sub.add_parser("merge", help="merge a LoRA run's adapter into its base model (a standalone model)")
+    help_ = "merge a LoRA run's adapter into its base model (a standalone model)"
+    mg = sub.add_parser("merge", help=help_, description=help_)
     mg.add_argument("run_dir", help="run output_dir holding adapter_config.json")
     mg.add_argument("--output", required=True, help="directory for the merged model")
-    rp = sub.add_parser("report", help="rebuild a run's report.html from its files, or compare runs on one page")
+    help_ = "rebuild a run's report.html from its files, or compare runs on one page"
+    rp = sub.add_parser("report", help=help_, description=help_)
     rp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run output_dir (finished or interrupted)")
     rp.add_argument("--output", help="the HTML page (default: RUN_DIR/report.html; comparison.html for several)")
-    it = sub.add_parser("init", help="write a commented starter config for a task family")
+    help_ = "write a commented starter config for a task family"
+    it = sub.add_parser("init", help=help_, description=help_)
     it.add_argument("family", choices=("classification", "seq2seq", "sft"))
     it.add_argument("--output", help="file to write (default: print to stdout)")
     it.add_argument("--force", action="store_true", help="replace --output if it exists")
@@ -89,8 +100,9 @@ def _setup_logging(quiet: bool) -> None:
 def run(argv=None) -> int:
     p = parser()
     args, extra = p.parse_known_args(argv)
-    # overrides may also come after options (`predict c.yaml --input a --output b key=v`)
-    if extra and (not hasattr(args, "overrides") or any(x.startswith("-") or "=" not in x for x in extra)):
+    # overrides may also come after options (`predict c.yaml --input a --output b key=v`); one
+    # without '=' (`train.lr`) is reported by the override parser, naming it, not as argparse's usage
+    if extra and (not hasattr(args, "overrides") or any(x.startswith("-") for x in extra)):
         p.error(f"unrecognized arguments: {' '.join(extra)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
@@ -103,10 +115,15 @@ def run(argv=None) -> int:
         if args.command == "merge":
             from .merge import merge
 
-            print(json.dumps(merge(args.run_dir, args.output), indent=2))
+            with _stdout_to_stderr(quiet=False):
+                results = merge(args.run_dir, args.output)
+            print(json.dumps(results, indent=2))
             return 0
         if args.command in ("report", "init"):
             return _report_or_init(args)
+        if getattr(args, "overwrite", False) and args.resume is not None:
+            raise UserError("--overwrite and --resume exclude each other: --resume continues the run in "
+                            "output_dir, --overwrite deletes it and starts again")
         if isinstance(getattr(args, "resume", None), str) and "=" in args.resume and not os.path.isdir(args.resume):
             # `--resume key=value`: argparse took an override for the optional CHECKPOINT
             args.overrides, args.resume = [*args.overrides, args.resume], True
@@ -118,12 +135,13 @@ def run(argv=None) -> int:
         _setup_logging(args.quiet)
         from . import runner
 
-        if args.command == "train":
-            results = runner.train(cfg, overwrite=args.overwrite, resume=args.resume)
-        elif args.command == "eval":
-            results = runner.evaluate(cfg)
-        else:
-            results = runner.predict(cfg, args.input, args.output)
+        with _stdout_to_stderr(args.quiet):
+            if args.command == "train":
+                results = runner.train(cfg, overwrite=args.overwrite, resume=args.resume)
+            elif args.command == "eval":
+                results = runner.evaluate(cfg)
+            else:
+                results = runner.predict(cfg, args.input, args.output)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -133,6 +151,31 @@ def run(argv=None) -> int:
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(results, indent=2, sort_keys=True))
     return 0
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr(quiet: bool):
+    """While a command runs, stdout (Python's and file descriptor 1, which native code such as the
+    tokenizers trainer writes to) goes to stderr, or to /dev/null with --quiet; the result printed
+    afterwards is then all that stdout holds."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no file descriptor 1 (an embedding without one): redirect Python's stdout only
+        saved = None
+    target = open(os.devnull, "w") if quiet else None
+    try:
+        if saved is not None:
+            os.dup2(target.fileno() if target else 2, 1)
+        with contextlib.redirect_stdout(target or sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        if saved is not None:
+            os.dup2(saved, 1)
+            os.close(saved)
+        if target:
+            target.close()
 
 
 def _report_or_init(args) -> int:

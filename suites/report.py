@@ -333,19 +333,34 @@ def render_comparison(runs: list, figures: list) -> str:
 # ------------------------------------------------------------------ entry points
 
 
+def _check_output(path: str) -> None:
+    """--output must name a file that can be written, before any figure is drawn or saved."""
+    if os.path.isdir(path):
+        raise UserError(f"report: --output {path} is a directory; give the page's file name, e.g. "
+                        f"{os.path.join(path, 'report.html')}")
+
+
 def _write(path: str, text: str) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        if os.path.isfile(tmp):
+            os.remove(tmp)
+        raise UserError(f"report: cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _save_figures(figures: list, folder: str) -> None:
-    os.makedirs(folder, exist_ok=True)
-    for name, _, png in figures:
-        with open(os.path.join(folder, name), "wb") as fh:
-            fh.write(png)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        for name, _, png in figures:
+            with open(os.path.join(folder, name), "wb") as fh:
+                fh.write(png)
+    except OSError as exc:
+        raise UserError(f"report: cannot write the figures to {folder}: {exc.strerror or exc}") from None
 
 
 def _figures_dir(output: str, default: bool) -> str:
@@ -358,9 +373,10 @@ def _figures_dir(output: str, default: bool) -> str:
 def write_report(run_dir: str, output: str | None = None, log_history: list | None = None) -> str:
     """RUN_DIR/report.html (or `output`) and its PNGs in RUN_DIR/figures; returns the page's path."""
     run = load_run(run_dir, log_history=log_history)
-    figures = curves([run], colors(1)) + _family_section(run)
     default = output is None
     output = output or os.path.join(run_dir, "report.html")
+    _check_output(output)
+    figures = curves([run], colors(1)) + _family_section(run)
     _save_figures(figures, _figures_dir(output, default))
     _write(output, render_run(run, figures))
     return output
@@ -378,6 +394,7 @@ def _labels(paths: list) -> list:
 
 def write_comparison(run_dirs: list, output: str) -> str:
     runs = [load_run(d, label) for d, label in zip(run_dirs, _labels(run_dirs))]
+    _check_output(output)
     figures = curves(runs, colors(len(runs)))
     _save_figures(figures, _figures_dir(output, False))
     _write(output, render_comparison(runs, figures))

@@ -129,9 +129,15 @@ def write(family: str, output: str | None, force: bool = False) -> str:
     """The starter config as text; written to `output` when given (never over a file unless forced)."""
     text = render(family, os.path.basename(output) if output else f"{family}.yaml")
     if output:
+        if os.path.isdir(output):
+            raise UserError(f"init: --output {output} is a directory; give a file name, e.g. "
+                            f"{os.path.join(output, family + '.yaml')}")
         if os.path.exists(output) and not force:
             raise UserError(f"init: {output} exists; pass --force to replace it")
-        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-        with open(output, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+            with open(output, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        except OSError as exc:
+            raise UserError(f"init: cannot write {output}: {exc.strerror or exc}") from None
     return text

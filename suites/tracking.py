@@ -25,11 +25,31 @@ def requested(train: dict) -> list[str]:
     return [v for v in values if v not in ("none", None)]
 
 
+# pip package of transformers' other integrations, where it differs from the report_to name
+PIP_NAMES = {"flyte": "flytekit", "azure_ml": "azureml-core", "kubeflow": "kfp"}
+
+
 def check_report_to(cfg) -> None:
-    """Called by suites/validate.py: an integration asked for by name must be installed."""
+    """Called by suites/validate.py: an integration asked for by name must exist and be installed
+    (transformers raises a RuntimeError deep inside Trainer otherwise)."""
+    from transformers.integrations import integration_utils
+
+    from .errors import did_you_mean
+
+    known = sorted(integration_utils.INTEGRATION_TO_CALLBACK)
     for name in requested(cfg.train):
-        modules, pip_name = PACKAGES.get(name, ((), None))
-        if modules and not any(importlib.util.find_spec(m) for m in modules):
+        if name == "all":
+            continue
+        if name in PACKAGES:
+            modules, pip_name = PACKAGES[name]
+            installed = any(importlib.util.find_spec(m) for m in modules)
+        elif name in known:
+            pip_name = PIP_NAMES.get(name, name)
+            installed = name in integration_utils.get_available_reporting_integrations()
+        else:
+            raise UserError(f"config: train.report_to: unknown integration {name!r} (one of none, all, "
+                            f"{', '.join(known)}){did_you_mean(name, known)}")
+        if not installed:
             raise UserError(f"config: train.report_to: {name} is not installed; pip install {pip_name} "
                             "(or set train.report_to: none)")
 

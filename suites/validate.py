@@ -14,10 +14,79 @@ from .errors import UserError, did_you_mean
 T5_FAMILY = ("t5", "mt5", "umt5", "longt5", "byt5", "switch_transformers")
 
 
-def _training_argument_names() -> set[str]:
+def training_argument_names() -> set[str]:
     from transformers import TrainingArguments
 
     return {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
+
+
+_training_argument_names = training_argument_names
+
+# train: keys whose value the suite reads in its own way (resume_from_checkpoint: true | PATH)
+_UNTYPED_TRAIN_KEYS = {"resume_from_checkpoint"}
+
+
+def _train_value_ok(value, tp) -> bool | None:
+    """True/False where the TrainingArguments annotation is made of plain types (an enum reads a
+    string); None (not checked) for anything else."""
+    import enum
+    import types
+    import typing
+
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        answers = [_train_value_ok(value, a) for a in typing.get_args(tp)]
+        return True if True in answers else (None if None in answers else False)
+    if origin is typing.Literal:
+        return value in typing.get_args(tp)
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return isinstance(value, (str, tp))
+    if origin in (list, dict) or tp in (list, dict):
+        return isinstance(value, origin or tp)
+    return None
+
+
+def _describe_train_type(tp) -> str:
+    import enum
+    import types
+    import typing
+
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(dict.fromkeys(_describe_train_type(a) for a in typing.get_args(tp)))
+    if tp is type(None):
+        return "null"
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return "str"
+    return getattr(origin or tp, "__name__", str(tp))
+
+
+def _check_train_types(train: dict) -> None:
+    """`train.learning_rate: abc` is refused here, not as a traceback once training starts."""
+    import typing
+
+    from transformers import TrainingArguments
+
+    try:
+        hints = typing.get_type_hints(TrainingArguments)
+    except Exception:  # noqa: BLE001 - an annotation this Python cannot resolve: leave it to transformers
+        return
+    for key, value in train.items():
+        tp = hints.get(key)
+        if tp is None or key in _UNTYPED_TRAIN_KEYS:
+            continue
+        if _train_value_ok(value, tp) is False:
+            raise UserError(f"config: 'train.{key}' must be {_describe_train_type(tp)}, got {value!r}")
 
 
 def validate(cfg) -> None:
@@ -30,6 +99,8 @@ def validate(cfg) -> None:
         raise UserError("config: model.name_or_path and model.from_config exclude each other; keep one")
     if m.from_config is not None and "model_type" not in m.from_config:
         raise UserError("config: model.from_config needs 'model_type' (e.g. bert, t5, llama)")
+    if m.from_config is not None:
+        _check_model_type(m.from_config["model_type"])
     if m.name_or_path and m.name_or_path.startswith((".", "/", "~")) and not os.path.exists(
             os.path.expanduser(m.name_or_path)):
         raise UserError(f"config: model.name_or_path: directory not found: {m.name_or_path}")
@@ -39,8 +110,11 @@ def validate(cfg) -> None:
         if key in RESERVED_TRAIN_KEYS:
             raise UserError(f"config: 'train.{key}' is set at the top level: use {RESERVED_TRAIN_KEYS[key]}")
         if key not in names:
+            from .config import hint_elsewhere
+
             raise UserError(f"config: unknown key 'train.{key}' (not a TrainingArguments field)"
-                            f"{did_you_mean(key, names)}")
+                            f"{hint_elsewhere(key, 'train') or did_you_mean(key, names)}")
+    _check_train_types(cfg.train)
 
     from .tracking import check_report_to
 
@@ -91,6 +165,15 @@ def validate(cfg) -> None:
     if cfg.train.get("load_best_model_at_end") and not metric:
         cfg.train["metric_for_best_model"] = "loss"
     check_data(cfg)
+
+
+def _check_model_type(model_type) -> None:
+    """`from_config: {model_type: bret}` in one short line, not transformers' list of 500 types."""
+    from transformers import CONFIG_MAPPING
+
+    if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING:
+        raise UserError(f"config: model.from_config.model_type {model_type!r} is not a transformers model "
+                        f"type (e.g. bert, t5, llama){did_you_mean(model_type, list(CONFIG_MAPPING.keys()))}")
 
 
 def _check_early_stopping(cfg) -> None:
