@@ -64,14 +64,30 @@ def pack_documents(dataset, max_length: int):
     """A datasets.Dataset of bins: concatenated `input_ids`/`labels` and the `seq_lengths` inside."""
     import datasets
 
-    lengths = [len(x) for x in dataset["input_ids"]]
-    ids, labels = dataset["input_ids"], dataset["labels"]
+    ids, labels = _columns(dataset)
+    lengths = [len(x) for x in ids]
+    bins = best_fit_decreasing(lengths, max_length)
+    return datasets.Dataset.from_dict(_concatenated(ids, labels, lengths, bins))
+
+
+def _columns(dataset) -> tuple[list, list]:
+    """input_ids and labels as lists, each read in one go (indexing `dataset["input_ids"]`, a lazy
+    column in datasets >= 4, reads one row at a time)."""
+    return dataset["input_ids"][:], dataset["labels"][:]
+
+
+def _concatenated(ids, labels, lengths, groups) -> dict:
+    """The documents of each group laid end to end, in the schema of `pack_documents`."""
     out = {"input_ids": [], "labels": [], "seq_lengths": []}
-    for b in best_fit_decreasing(lengths, max_length):
-        out["input_ids"].append([t for i in b for t in ids[i]])
-        out["labels"].append([t for i in b for t in labels[i]])
-        out["seq_lengths"].append([lengths[i] for i in b])
-    return datasets.Dataset.from_dict(out)
+    for g in groups:
+        row_ids, row_labels = [], []
+        for i in g:
+            row_ids += ids[i]
+            row_labels += labels[i]
+        out["input_ids"].append(row_ids)
+        out["labels"].append(row_labels)
+        out["seq_lengths"].append([lengths[i] for i in g])
+    return out
 
 
 def budget_groups(lengths: list[int], budget: int, multiple: int | None = None, seed: int = 0) -> list[list[int]]:
@@ -99,14 +115,10 @@ def group_documents(dataset, budget: int, packing: bool, multiple: int | None = 
         return pack_documents(dataset, budget)
     import datasets
 
-    lengths = [len(x) for x in dataset["input_ids"]]
-    ids, labels = dataset["input_ids"], dataset["labels"]
-    out = {"input_ids": [], "labels": [], "seq_lengths": []}
-    for g in budget_groups(lengths, budget, multiple, seed):
-        out["input_ids"].append([t for i in g for t in ids[i]])
-        out["labels"].append([t for i in g for t in labels[i]])
-        out["seq_lengths"].append([lengths[i] for i in g])
-    return datasets.Dataset.from_dict(out)
+    ids, labels = _columns(dataset)
+    lengths = [len(x) for x in ids]
+    groups = budget_groups(lengths, budget, multiple, seed)
+    return datasets.Dataset.from_dict(_concatenated(ids, labels, lengths, groups))
 
 
 def split_documents(rows: list[dict]) -> list[dict]:

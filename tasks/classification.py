@@ -94,11 +94,11 @@ class ClassificationTask(Task):
                 raise UserError(f"{key}: {spec}: no column '{col}' (found: {', '.join(sorted(cols - {io.LINE}))})")
         text_cols = need[:2] if d.text_pair_column else need[:1]
         for col in text_cols:
-            for i, t in enumerate(ds[col]):
+            for i, t in enumerate(io.values(ds, col)):
                 if t is None or not str(t).strip():
                     raise UserError(f"{where(spec, ds[i])}: column '{col}' is empty")
         if key != "predict":
-            for i, v in enumerate(ds[d.label_column]):
+            for i, v in enumerate(io.values(ds, d.label_column)):
                 if v is None or (isinstance(v, str) and not v.strip()):
                     raise UserError(f"{where(spec, ds[i])}: column '{d.label_column}' is empty")
 
@@ -110,9 +110,10 @@ class ClassificationTask(Task):
             tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
         if "train" in splits:
             # csv/tsv give every field as text: "0.5" is a number, "10" sorts after "9"
-            seen = list(splits["train"][d.label_column])
+            train_labels = io.values(splits["train"], d.label_column)
+            seen = list(train_labels)
             if d.eval is None and "eval" in splits:  # held out of the same file (data.eval_fraction)
-                seen += list(splits["eval"][d.label_column])  # a rare label may land only there
+                seen += io.values(splits["eval"], d.label_column)  # a rare label may land only there
             values = [_as_number(v) for v in seen]
             self.problem_type = self.problem_type or self._detect(values)
             if self.problem_type == REGRESSION:
@@ -140,7 +141,7 @@ class ClassificationTask(Task):
             self._check_loss_options()
             self._check_best_metric()
         if "train" in splits and self.problem_type == SINGLE:
-            self.class_weights = self._class_weights(splits["train"][d.label_column])
+            self.class_weights = self._class_weights(train_labels)
         log.info("classification: %s, %d labels %s", self.problem_type, len(self.labels), self.labels[:10])
 
     def save(self, output_dir: str) -> None:
@@ -241,10 +242,11 @@ class ClassificationTask(Task):
     # -- encoding ------------------------------------------------------------
     def texts_for_tokenizer(self, ds):
         d = self.cfg.data
-        for row in ds:
-            yield str(row[d.text_column])
-            if d.text_pair_column:
-                yield str(row[d.text_pair_column])
+        pairs = io.values(ds, d.text_pair_column) if d.text_pair_column else None
+        for i, text in enumerate(io.values(ds, d.text_column)):
+            yield str(text)
+            if pairs is not None:
+                yield str(pairs[i])
 
     def encode_labels(self, ds, split):
         d = self.cfg.data
@@ -252,8 +254,21 @@ class ClassificationTask(Task):
         if split == "eval" and d.eval is None:
             spec = d.train  # held out of the training file by data.eval_fraction
         out = []
-        for row in ds:
-            v = row[d.label_column]
+        lines = io.values(ds, io.LINE) if io.LINE in ds.column_names else None
+        known = {}  # (type, raw label) -> id: a split holds few distinct labels, each parsed once
+
+        def label_id(x, row):
+            key = (type(x), x)
+            try:
+                hash(key)
+            except TypeError:  # unhashable (a list inside a list): no shortcut
+                return self._label_id(x, row, spec)
+            if key not in known:
+                known[key] = self._label_id(x, row, spec)
+            return known[key]
+
+        for i, v in enumerate(io.values(ds, d.label_column)):
+            row = {io.LINE: lines[i]} if lines is not None else {}  # what the messages read of a row
             if self.problem_type == REGRESSION:
                 try:
                     f = float(v)
@@ -267,22 +282,23 @@ class ClassificationTask(Task):
             elif self.problem_type == MULTI:
                 vec = [0.0] * len(self.labels)
                 for x in (v if isinstance(v, list) else [v]):
-                    vec[self._label_id(x, row, spec)] = 1.0
+                    vec[label_id(x, row)] = 1.0
                 out.append(vec)
             else:
-                out.append(self._label_id(v, row, spec))
+                out.append(label_id(v, row))
         return out
 
     def encode(self, ds, tokenizer, split):
         d = self.cfg.data
-        pair = ds[d.text_pair_column] if d.text_pair_column else None
-        enc = tokenizer([str(t) for t in ds[d.text_column]],
+        texts = io.values(ds, d.text_column)
+        pair = io.values(ds, d.text_pair_column) if d.text_pair_column else None
+        enc = tokenizer([str(t) for t in texts],
                         [str(t) for t in pair] if pair is not None else None,
                         truncation=True, max_length=d.max_length)
         columns = dict(enc)
         if split == "eval":
             self.eval_texts = [str(t) if pair is None else f"{t} || {p}"
-                               for t, p in zip(ds[d.text_column], pair if pair is not None else ds[d.text_column])]
+                               for t, p in zip(texts, pair if pair is not None else texts)]
         if split != "predict":  # predict never reads labels: an unknown or empty one must not stop it
             columns["labels"] = self.encode_labels(ds, split)
         import datasets

@@ -21,6 +21,8 @@ from __future__ import annotations
 import logging
 import sys
 
+import numpy as np
+
 from suites.errors import UserError
 
 from . import io
@@ -180,6 +182,32 @@ def record_problem(row, fmt: str, need: list[str]) -> str | None:
 
 # ------------------------------------------------------------------ the task
 
+ENCODE_CHUNK = 1000  # rows rendered, then tokenized in one batched call
+
+
+def _chunks(rows, size: int):
+    chunk = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _trained(offsets, ranges) -> np.ndarray:
+    """Per token, whether it is trained: a token is trained when it holds any trained character, so a
+    token that straddles the start of an answer (" cat" after a generation prompt ending in a space)
+    is part of the answer. `offsets`: (start, end) characters of each token."""
+    mask = np.zeros(len(offsets), dtype=bool)
+    if len(offsets) and ranges:
+        spans = np.asarray(offsets, dtype=np.int64).reshape(len(offsets), 2)
+        starts, ends = spans[:, 0], spans[:, 1]
+        for s, e in ranges:
+            mask |= (starts < e) & (s < ends)
+    return mask
+
 
 class InstructionTask(Task):
     def __init__(self, cfg):
@@ -200,7 +228,7 @@ class InstructionTask(Task):
             if col not in ds.column_names:
                 raise UserError(f"{key}: {spec}: no column '{col}' for data format {fmt} "
                                 f"(found: {', '.join(sorted(set(ds.column_names) - {io.LINE}))})")
-        for row in ds:
+        for row in io.iter_rows(ds):
             problem = record_problem(row, fmt, need)
             if problem:
                 raise UserError(f"{where(spec, row)}: {problem}")
@@ -218,7 +246,7 @@ class InstructionTask(Task):
 
     def texts_for_tokenizer(self, ds):
         fmt = self.format
-        for row in ds:
+        for row in io.iter_rows(ds):
             msgs = to_messages(row, fmt)
             if msgs is not None:
                 yield from (m["content"] for m in msgs)
@@ -253,13 +281,18 @@ class InstructionTask(Task):
             text = prompt + completion + eos
             ranges = [(0, len(text))] if self.loss_on == "all" else [(len(prompt), len(text))]
             return text, ranges, prompt, completion
-        render = lambda m, gen=False: tokenizer.apply_chat_template(  # noqa: E731
-            m, tokenize=False, add_generation_prompt=gen)
-        text = render(msgs)
+        rendered = {}  # (number of turns, generation prompt?) -> text: each prefix is rendered once
+
+        def render(n, gen=False):
+            if (n, gen) not in rendered:
+                rendered[n, gen] = tokenizer.apply_chat_template(msgs[:n], tokenize=False, add_generation_prompt=gen)
+            return rendered[n, gen]
+
+        text = render(len(msgs))
         turns = [i for i, m in enumerate(msgs) if m["role"] == "assistant"]
         ranges = []
         for i in turns if self.loss_on != "all" else []:  # loss on all needs no turn boundaries
-            before, upto = render(msgs[:i], True), render(msgs[: i + 1])
+            before, upto = render(i, True), render(i + 1)
             if not (upto.startswith(before) and text.startswith(upto)):
                 raise UserError("the chat template does not render a conversation as an extension of its first "
                                 "turns, which the assistant-only loss mask needs; set sft.loss_on=all or use a "
@@ -273,9 +306,9 @@ class InstructionTask(Task):
         elif self.loss_on == "completion":
             ranges = ranges[-1:]
         if msgs[-1]["role"] == "assistant":  # the answer to generate, and its reference
-            prompt, ref = render(msgs[:-1], True), msgs[-1]["content"]
+            prompt, ref = render(len(msgs) - 1, True), msgs[-1]["content"]
         else:  # a conversation that ends in a user (or tool) turn: the whole of it is the prompt
-            prompt, ref = render(msgs, True), None
+            prompt, ref = render(len(msgs), True), None
         return text, ranges, prompt, ref
 
     def render_row(self, row, tokenizer, spec):
@@ -297,7 +330,7 @@ class InstructionTask(Task):
         spec = getattr(self.cfg.data, split, None) if split in ("train", "eval") else "--input"
         key = f"data.{split}" if split in ("train", "eval") else "--input"
         if split == "predict":
-            rows = [self.render_row(r, tokenizer, spec) for r in ds]
+            rows = [self.render_row(r, tokenizer, spec) for r in io.iter_rows(ds)]
             if any(p is None for _, _, p, _ in rows):
                 raise UserError(f"{key}: predict needs prompts; plain text rows have none")
             return datasets.Dataset.from_dict({"prompt": [r[2] for r in rows], "reference": [r[3] for r in rows]})
@@ -306,32 +339,34 @@ class InstructionTask(Task):
         empty, truncated, dropped, emptied = [], 0, 0, 0
         from tqdm.auto import tqdm
 
-        bar = tqdm(ds, desc=f"tokenizing {split}", unit="row", disable=not sys.stderr.isatty(), leave=False)
-        for row in bar:
-            text, ranges, prompt, ref = self.render_row(row, tokenizer, spec)
-            enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-            ids = enc["input_ids"]
-            # a token is trained when it holds any trained character: a token that straddles the start
-            # of an answer (" cat" after a generation prompt ending in a space) is part of the answer
-            mask = [any(a < e and s < b for s, e in ranges) for a, b in enc["offset_mapping"]]
-            if not any(mask[1:]):  # position 0 is never a prediction target
-                empty.append(row)
-                continue
-            if len(ids) > max_len:
-                if overlong == "drop":
-                    dropped += 1
+        bar = tqdm(total=len(ds), desc=f"tokenizing {split}", unit="row", disable=not sys.stderr.isatty(),
+                   leave=False)
+        for chunk in _chunks(io.iter_rows(ds), ENCODE_CHUNK):
+            rendered = [self.render_row(row, tokenizer, spec) for row in chunk]
+            enc = tokenizer([r[0] for r in rendered], add_special_tokens=False, return_offsets_mapping=True)
+            for row, (_, ranges, prompt, ref), ids, offsets in zip(chunk, rendered, enc["input_ids"],
+                                                                     enc["offset_mapping"]):
+                mask = _trained(offsets, ranges)
+                if not mask[1:].any():  # position 0 is never a prediction target
+                    empty.append(row)
                     continue
-                truncated += 1
-                ids, mask = ids[:max_len], mask[:max_len]
-                if not any(mask[1:]):
-                    emptied += 1
-                    continue
-            if prompt is not None and ref is not None:  # generation eval: the rows the loss sees
-                gen_rows.append((prompt, ref))
-            labels = [t if m else -100 for t, m in zip(ids, mask)]
-            labels[0] = -100  # never predicted; keeps a packed document from predicting its neighbour
-            ids_col.append(ids)
-            labels_col.append(labels)
+                if len(ids) > max_len:
+                    if overlong == "drop":
+                        dropped += 1
+                        continue
+                    truncated += 1
+                    ids, mask = ids[:max_len], mask[:max_len]
+                    if not mask[1:].any():
+                        emptied += 1
+                        continue
+                if prompt is not None and ref is not None:  # generation eval: the rows the loss sees
+                    gen_rows.append((prompt, ref))
+                labels = np.where(mask, ids, -100).tolist()
+                labels[0] = -100  # never predicted; keeps a packed document from predicting its neighbour
+                ids_col.append(ids)
+                labels_col.append(labels)
+            bar.update(len(chunk))
+        bar.close()
         if empty:
             msgs = to_messages(empty[0], self.format)
             why = conversation_problem(msgs, True) if msgs is not None else None

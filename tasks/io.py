@@ -226,6 +226,20 @@ def load_split(spec: Any, key: str, split: str):
     return ds
 
 
+def values(ds, column: str) -> list:
+    """Every value of one column of a `datasets.Dataset`, read in one go. (`ds[column]` is a lazy
+    column in datasets >= 4: iterating it or indexing it reads the table one row at a time.)"""
+    return ds[column][:]
+
+
+def iter_rows(ds, batch_size: int = 1000):
+    """The rows of a `datasets.Dataset` as `for row in ds` gives them, read a batch at a time."""
+    for batch in ds.iter(batch_size=batch_size):
+        names = list(batch)
+        for vals in zip(*(batch[n] for n in names)):
+            yield dict(zip(names, vals))
+
+
 def _kind(v) -> str:
     if isinstance(v, bool):
         return "true/false"

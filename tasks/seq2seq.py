@@ -111,10 +111,10 @@ class Seq2SeqTask(Task):
         cols = set(ds.column_names) - {io.LINE}
         src, tgt, translation = _layout(self.cfg, cols, "predict" if split == "predict" else split)
         has_target = translation or (tgt is not None and tgt in cols)
-        lines = ds[io.LINE]
+        lines = io.values(ds, io.LINE)
         if translation:
             sources, targets = [], []
-            for row, line in zip(ds[TRANSLATION], lines):
+            for row, line in zip(io.values(ds, TRANSLATION), lines):
                 if not isinstance(row, dict):
                     raise UserError(f"{_where(spec, line)}: '{TRANSLATION}' must be a mapping "
                                     f"like {{{src}: ..., {tgt}: ...}}, got {type(row).__name__}")
@@ -126,8 +126,8 @@ class Seq2SeqTask(Task):
                 sources.append(_text(row[src], spec, line, f"{TRANSLATION}.{src}"))
                 targets.append(_text(row.get(tgt), spec, line, f"{TRANSLATION}.{tgt}"))
         else:
-            sources = [_text(v, spec, ln, src) for v, ln in zip(ds[src], lines)]
-            targets = ([_text(v, spec, ln, tgt) for v, ln in zip(ds[tgt], lines)] if has_target
+            sources = [_text(v, spec, ln, src) for v, ln in zip(io.values(ds, src), lines)]
+            targets = ([_text(v, spec, ln, tgt) for v, ln in zip(io.values(ds, tgt), lines)] if has_target
                        else [None] * len(sources))
         if split == "predict":  # one output per input row, in order: never skip
             empty = [ln for s, ln in zip(sources, lines) if not (s or "").strip()]
@@ -154,7 +154,7 @@ class Seq2SeqTask(Task):
 
     # -- encoding ------------------------------------------------------------
     def texts_for_tokenizer(self, ds):
-        for s, t in zip(ds["source"], ds["target"]):
+        for s, t in zip(io.values(ds, "source"), io.values(ds, "target")):
             yield s
             if t:
                 yield t
@@ -170,13 +170,14 @@ class Seq2SeqTask(Task):
     def encode(self, ds, tokenizer, split: str):
         d = self.cfg.data
         key = "--input" if split == "predict" else f"data.{split}"
-        sources = [d.source_prefix + s for s in ds["source"]]
+        raw_sources = io.values(ds, "source")
+        sources = [d.source_prefix + s for s in raw_sources]
         columns = {}
         ids, n_cut = _tokenize(tokenizer, sources, d.max_source_length, target=False)
         columns["input_ids"] = ids
         columns["attention_mask"] = [[1] * len(x) for x in ids]
         msg = [f"{n_cut} of {len(ids)} sources to data.max_source_length={d.max_source_length}"]
-        targets = ds["target"]
+        targets = io.values(ds, "target")
         has_target = any(t is not None for t in targets)
         if has_target:
             labels, t_cut = _tokenize(tokenizer, [t or "" for t in targets], d.max_target_length, target=True)
@@ -185,7 +186,7 @@ class Seq2SeqTask(Task):
             n_cut += t_cut
         if n_cut:
             log.warning("%s: truncated %s tokens", key, " and ".join(msg))
-        columns[SOURCE_TEXT] = list(ds["source"])
+        columns[SOURCE_TEXT] = raw_sources
         columns[TARGET_TEXT] = [t or "" for t in targets] if has_target else [""] * len(sources)
         return datasets.Dataset.from_dict(columns)
 
