@@ -15,6 +15,9 @@ Cases:
                   data, packing on, loss on assistant turns
                   plain: trl.SFTTrainer's own preparation (tokenize with the assistant mask, pack: bfd)
 
+Tokenizers run single-threaded here (TOKENIZERS_PARALLELISM=false unless set), for stable timings
+on shared cores; a real run lets batched tokenizer calls (ours and the plain path's) use every core.
+
 `--hash` prints a SHA-256 of every column of every encoded split (and of the packed trainer datasets
 and the task's side outputs): the check that a speed-up changed no output.
 """
