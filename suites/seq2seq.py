@@ -131,7 +131,7 @@ class Seq2SeqSuiteTrainer(SuiteTrainer, transformers.Seq2SeqTrainer):
         try:
             gc = self.generation_config(model, **gen_kwargs)
             columns = [c for c in ("input_ids", "attention_mask", "labels") if c in dataset.column_names]
-            data = {c: list(dataset[c]) for c in columns}
+            data = {c: dataset[c][:] for c in columns}  # whole columns (a lazy column reads row by row)
             with_loss = with_loss and "labels" in data
             n = len(dataset)
             order = sorted(range(n), key=lambda i: -len(data["input_ids"][i]))
@@ -217,9 +217,9 @@ class Seq2SeqSuiteTrainer(SuiteTrainer, transformers.Seq2SeqTrainer):
         gen_time = time.perf_counter() - start
         hyps, refs = out["hypotheses"], None
         if TARGET_TEXT in dataset.column_names and "labels" in dataset.column_names:
-            refs = list(dataset[TARGET_TEXT])
+            refs = dataset[TARGET_TEXT][:]
         elif "labels" in dataset.column_names:
-            refs = decode_labels(self.processing_class, list(dataset["labels"]))
+            refs = decode_labels(self.processing_class, dataset["labels"][:])
         metrics = self.metrics_fn(hyps, refs, out["gen_lengths"]) if self.metrics_fn and refs is not None else {}
         if "loss" in out:
             metrics["loss"] = out["loss"]
@@ -235,7 +235,7 @@ class Seq2SeqSuiteTrainer(SuiteTrainer, transformers.Seq2SeqTrainer):
         metrics, hyps, refs = self._score(dataset, metric_key_prefix, True, gen_kwargs)
         if self.state.epoch is not None:
             metrics["epoch"] = self.state.epoch
-        sources = list(dataset[SOURCE_TEXT]) if SOURCE_TEXT in dataset.column_names else [""] * len(hyps)
+        sources = dataset[SOURCE_TEXT][:] if SOURCE_TEXT in dataset.column_names else [""] * len(hyps)
         step = self.state.global_step if self.weights_step is None else self.weights_step
         self.write_predictions(f"{metric_key_prefix}_step{step}.jsonl", sources,
                                refs or [""] * len(hyps), hyps)

@@ -248,8 +248,9 @@ class SFTFamily(Family):
         return {"generation_rows": rows}
 
     def predict_rows(self, trainer, task, dataset, tokenizer) -> list[dict]:
-        outs = generate(trainer.model, tokenizer, dataset["prompt"], self.cfg.generation,
+        prompts, references = dataset["prompt"][:], dataset["reference"][:]  # whole columns at once
+        outs = generate(trainer.model, tokenizer, prompts, self.cfg.generation,
                         trainer.args.per_device_eval_batch_size, synced_gpus=model_is_sharded(trainer.args),
                         quiet=trainer.args.disable_tqdm or not trainer.is_world_process_zero())
         return [{"prompt": p, "completion": c, **({"reference": r} if r is not None else {})}
-                for p, r, (c, _) in zip(dataset["prompt"], dataset["reference"], outs)]
+                for p, r, (c, _) in zip(prompts, references, outs)]

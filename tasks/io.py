@@ -42,7 +42,9 @@ def check_exists(spec: Any, key: str) -> None:
             check_exists(p, f"{key}.{side}")
         return
     if is_local(spec) and not os.path.isfile(os.path.expanduser(spec)):
-        raise UserError(f"{key}: file not found: {spec}")
+        where = "" if os.path.isabs(os.path.expanduser(spec)) else \
+            f" (a relative path is looked for in the current directory, {os.getcwd()}, and in the config file's)"
+        raise UserError(f"{key}: file not found: {spec}{where}")
 
 
 def _decode_error(path: str, exc: UnicodeDecodeError, text: bytes | None = None) -> UserError:
