@@ -24,6 +24,10 @@ _training_argument_names = training_argument_names
 
 # train: keys whose value the suite reads in its own way (resume_from_checkpoint: true | PATH)
 _UNTYPED_TRAIN_KEYS = {"resume_from_checkpoint"}
+# train: values TrainingArguments accepts beyond its annotation. fsdp is annotated `str | None` but
+# `fsdp: true` turns FSDP on (its own help; what scripts/launch --fsdp passes) and a list of options
+# is the legacy form of the string
+_MORE_TRAIN_TYPES = {"fsdp": (bool, list)}
 
 
 def _train_value_ok(value, tp) -> bool | None:
@@ -83,7 +87,7 @@ def _check_train_types(train: dict) -> None:
         return
     for key, value in train.items():
         tp = hints.get(key)
-        if tp is None or key in _UNTYPED_TRAIN_KEYS:
+        if tp is None or key in _UNTYPED_TRAIN_KEYS or isinstance(value, _MORE_TRAIN_TYPES.get(key, ())):
             continue
         if _train_value_ok(value, tp) is False:
             raise UserError(f"config: 'train.{key}' must be {_describe_train_type(tp)}, got {value!r}")
