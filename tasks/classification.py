@@ -95,7 +95,8 @@ class ClassificationTask(Task):
         text_cols = need[:2] if d.text_pair_column else need[:1]
         for col in text_cols:
             for i, t in enumerate(io.values(ds, col)):
-                if t is None or not str(t).strip():
+                # predict keeps empty texts (an empty line of a plain text --input): row n answers input n
+                if t is None or (key != "predict" and not str(t).strip()):
                     raise UserError(f"{where(spec, ds[i])}: column '{col}' is empty")
         if key != "predict":
             for i, v in enumerate(io.values(ds, d.label_column)):

@@ -18,3 +18,15 @@ def test_fsdp_true_passes_the_train_type_check(tmp_path, cls_config):
     assert cfg.train["fsdp"] is True and cfg.train["fsdp_config"].endswith("fsdp2.json")
     assert config.load(path, ["train.fsdp=[full_shard, auto_wrap]"]).train["fsdp"] == ["full_shard", "auto_wrap"]
     assert config.load(path, ["train.fsdp=full_shard auto_wrap"]).train["fsdp"] == "full_shard auto_wrap"
+
+
+def test_classification_predict_keeps_the_empty_lines_of_a_plain_text_input(tmp_path, cls_config):
+    # `predict --input texts.txt`: one input a line, empty lines kept so that output row n answers
+    # line n (the check refused the whole file at its first empty line)
+    from tasks.classification import ClassificationTask
+
+    cfg = config.load(write_yaml(tmp_path / "c.yaml", cls_config))
+    txt = tmp_path / "in.txt"
+    txt.write_text("the plot was great\n\nboring and dull\n")
+    ds = ClassificationTask(cfg).load("predict", str(txt))["predict"]
+    assert ds[cfg.data.text_column][:] == ["the plot was great", "", "boring and dull"]
