@@ -173,13 +173,14 @@ class _Loader(yaml.SafeLoader):
                     continue  # `<<: *base` may be overridden by the keys after it
                 key = self.construct_object(key_node)
                 try:
-                    first = seen.setdefault(key, key_node.start_mark.line)
+                    first = seen.get(key)
                 except TypeError:  # an unhashable key: PyYAML reports it itself
                     continue
-                if first != key_node.start_mark.line:
+                if first is not None:  # also on the same line: `{lr: 1, lr: 2}`
                     raise yaml.constructor.ConstructorError(
                         None, None, f"duplicate key {key!r} (first given on line {first + 1})",
                         key_node.start_mark)
+                seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep=deep)
 
 

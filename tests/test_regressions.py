@@ -30,3 +30,16 @@ def test_classification_predict_keeps_the_empty_lines_of_a_plain_text_input(tmp_
     txt.write_text("the plot was great\n\nboring and dull\n")
     ds = ClassificationTask(cfg).load("predict", str(txt))["predict"]
     assert ds[cfg.data.text_column][:] == ["the plot was great", "", "boring and dull"]
+
+
+def test_duplicate_yaml_key_on_one_line_is_an_error(tmp_path):
+    # a flow mapping holds both keys on one line; the check compared line numbers and kept the last
+    import pytest
+
+    from suites.errors import UserError
+
+    path = tmp_path / "c.yaml"
+    path.write_text("task: classification\ntrain: {learning_rate: 1.0e-4, learning_rate: 2.0e-4}\n")
+    with pytest.raises(UserError, match=r"duplicate key 'learning_rate' \(first given on line 2\)"):
+        config.load(str(path))
+    assert config.yaml_load("x: {<<: {a: 1}, a: 2}\n") == {"x": {"a": 2}}  # a merge key is still overridable
