@@ -69,10 +69,13 @@ def _once_for_all_ranks(make):
     if dist.get_rank() == 0:
         try:
             box[0] = make()
-        except Exception as exc:  # sent on too: the other ranks must not wait for a tokenizer forever
-            box[0] = exc
+        except BaseException as exc:  # the other ranks must not wait for a tokenizer forever
+            # a UserError travels as it is; anything else (Ctrl-C, an unpicklable error) as a message
+            box[0] = exc if isinstance(exc, UserError) else RuntimeError(f"rank 0 failed: {exc!r}")
+            dist.broadcast_object_list(box, src=0)
+            raise
     dist.broadcast_object_list(box, src=0)
-    if isinstance(box[0], Exception):
+    if isinstance(box[0], BaseException):
         raise box[0]
     return box[0]
 

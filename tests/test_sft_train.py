@@ -42,7 +42,9 @@ def test_best_fit_decreasing_fills_bins_and_keeps_every_document():
     assert len(bins) == 4  # 34 tokens need at least 4 bins of 10
 
 
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+# flex_attention is the default on CUDA (suites/sft_speed.py); its forward pass runs on CPU too, so
+# the block mask it builds from the position-id restarts is checked here (its backward is GPU-only)
+@pytest.mark.parametrize("attn", ["sdpa", "eager", "flex_attention"])
 def test_packed_loss_equals_unpacked_loss(attn):
     from transformers import LlamaConfig, LlamaForCausalLM
 
