@@ -90,6 +90,9 @@ def _check_train_types(train: dict) -> None:
         if tp is None or key in _UNTYPED_TRAIN_KEYS or isinstance(value, _MORE_TRAIN_TYPES.get(key, ())):
             continue
         if _train_value_ok(value, tp) is False:
+            if isinstance(value, float) and value.is_integer() and _train_value_ok(int(value), tp):
+                train[key] = int(value)  # `max_steps: 1e4` reads as a float; the whole number is meant
+                continue
             raise UserError(f"config: 'train.{key}' must be {_describe_train_type(tp)}, got {value!r}")
 
 

@@ -38,6 +38,9 @@ def test_train_values_of_the_right_type_pass(tmp_path, cls_config):
                       ["train.learning_rate=1", "train.warmup_steps=0.1", "train.report_to=[none]",
                        "train.resume_from_checkpoint=true", "train.eval_steps=null"])
     assert cfg.train["learning_rate"] == 1 and cfg.train["resume_from_checkpoint"] is True
+    # a whole number written with an exponent (YAML reads 1e3 as a float) is taken for an int field
+    cfg = config.load(write_yaml(tmp_path / "c.yaml", cls_config), ["train.max_steps=1e3"])
+    assert cfg.train["max_steps"] == 1000 and isinstance(cfg.train["max_steps"], int)
 
 
 def test_duplicate_yaml_key_is_an_error_naming_both_lines(tmp_path):
