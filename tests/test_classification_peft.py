@@ -70,3 +70,7 @@ def test_eval_of_a_lora_run_dir(tmp_path, cls_config, pretrained_dir):
     assert run(["eval", cfg, f"model.name_or_path={tmp_path / 'run'}", "peft=null"]) == 0
     again = json.load(open(tmp_path / "run" / "results.json"))
     assert again["eval_loss"] == pytest.approx(trained["eval_loss"], rel=1e-5)
+    # with its training config as it is (peft: block kept) the trained adapter is used, not wrapped anew
+    assert run(["eval", cfg, f"model.name_or_path={tmp_path / 'run'}"]) == 0
+    again = json.load(open(tmp_path / "run" / "results.json"))
+    assert again["eval_loss"] == pytest.approx(trained["eval_loss"], rel=1e-5)

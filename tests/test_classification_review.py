@@ -101,31 +101,6 @@ def test_lower_is_better_for_regression_errors(tmp_path, cls_config):
     assert runner.build(cfg, "train")[3].args.greater_is_better is True  # the user's choice stands
 
 
-def test_eval_of_a_lora_run_with_its_training_config(tmp_path, cls_config):
-    """The config still has its peft: block; the run dir's trained adapter is used as is."""
-    from transformers import AutoConfig, AutoModel
-
-    from tasks.tokenizer import BERT_LIKE, train_tokenizer
-    from tests.conftest import TINY_BERT
-
-    tok = train_tokenizer((r["text"] for r in sentiment_rows(96)), 120, BERT_LIKE, "wordpiece")
-    base = tmp_path / "pretrained"
-    AutoModel.from_config(AutoConfig.for_model(**TINY_BERT, vocab_size=len(tok))).save_pretrained(base)
-    tok.save_pretrained(base)
-    c = copy.deepcopy(cls_config)
-    c.pop("tokenizer")
-    c["model"] = {"name_or_path": str(base)}
-    c["peft"] = {"r": 4, "target_modules": ["query", "value"]}
-    c["train"] = {"max_steps": 4, "per_device_train_batch_size": 8, "learning_rate": 5e-2,
-                  "save_strategy": "no", "use_cpu": True}
-    cfg = write_yaml(tmp_path / "c.yaml", c)
-    assert run(["train", cfg]) == 0
-    trained = json.load(open(tmp_path / "run" / "results.json"))
-    assert run(["eval", cfg, f"model.name_or_path={tmp_path / 'run'}"]) == 0
-    again = json.load(open(tmp_path / "run" / "results.json"))
-    assert again["eval_loss"] == pytest.approx(trained["eval_loss"], rel=1e-5)
-
-
 @pytest.mark.parametrize("loss, message", [
     ({"label_smoothing": 1.5}, r"label_smoothing must be at least 0 and below 1"),
     ({"class_weights": [1, "a"]}, r"class_weights must be 'auto' or a list of 2 non-negative numbers"),

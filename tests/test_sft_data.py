@@ -25,7 +25,7 @@ def _task(tmp_path, rows, tokenizer, split="train", **sections):
     task = InstructionTask(cfg)
     splits = task.load("train")
     task.setup(splits, tokenizer)
-    return task, task.encode(splits[split], tokenizer, split)
+    return task, task.encode(splits["train" if split == "predict" else split], tokenizer, split)
 
 
 def _trained(tokenizer, row) -> str:

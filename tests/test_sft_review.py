@@ -8,9 +8,10 @@ import pytest
 
 from suites import config
 from suites.errors import UserError
-from tasks.instruction import CHATML_TEMPLATE, InstructionTask
+from tasks.instruction import CHATML_TEMPLATE
 from tasks.tokenizer import CHAT_LIKE, train_tokenizer
 from tests.sft_common import WORDS, chat_rows, sft_config
+from tests.test_sft_data import _task
 
 TEXTS = [" ".join(WORDS)] * 5 + ["repeat: hello world instruction input output question answer User Assistant"] * 5
 
@@ -21,12 +22,6 @@ def _tok(template=CHATML_TEMPLATE, vocab=300):
     return tok
 
 
-def _task(tmp_path, rows, tokenizer, split="train", **sections):
-    cfg = config.from_dict(sft_config(tmp_path, rows, rows, **sections))
-    task = InstructionTask(cfg)
-    splits = task.load("train")
-    task.setup(splits, tokenizer)
-    return task, task.encode(splits["train" if split == "predict" else split], tokenizer, split)
 
 
 def _trained(tokenizer, row) -> list[str]:
