@@ -50,22 +50,8 @@ class ClassificationLoss:
         return total / denom
 
 
-# transformers takes every metric but *loss as higher-is-better when greater_is_better is unset
-LOWER_IS_BETTER = ("mse", "mae")
-
-
 class ClassificationTrainer(SuiteTrainer):
     """The loss comes in as `compute_loss_func`; the base keeps eval and predict rows in order."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        metric = self.args.metric_for_best_model or ""
-        metric = metric[len("eval_"):] if metric.startswith("eval_") else metric
-        user_set = self.suite_cfg is not None and self.suite_cfg.train.get("greater_is_better") is not None
-        if metric in LOWER_IS_BETTER and not user_set:
-            # else load_best_model_at_end keeps the epoch with the largest error, and early stopping
-            # stops on improvement
-            self.args.greater_is_better = False
 
 
 class ClassificationFamily(Family):

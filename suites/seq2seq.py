@@ -22,13 +22,12 @@ import torch.nn.functional as F
 import transformers
 
 from collators.seq2seq import IGNORE_INDEX, Seq2SeqCollator
-from tasks.metrics.generation import LOWER_IS_BETTER, METRIC_NAMES
 from tasks.seq2seq import SOURCE_TEXT, TARGET_TEXT, Seq2SeqTask
 from tasks.tokenizer import BART_LIKE, T5_LIKE
 
 from .base import GenerationProgress, SuiteTrainer
 from .distributed import model_is_sharded
-from .errors import UserError, did_you_mean
+from .errors import UserError
 from .family import Family, pad_multiple
 from .modeling import apply_peft, load_model
 from .validate import T5_FAMILY
@@ -264,28 +263,10 @@ class Seq2SeqSuiteTrainer(SuiteTrainer, transformers.Seq2SeqTrainer):
         return path
 
 
-def _best_metric(cfg) -> str | None:
-    """train.metric_for_best_model without the eval_ prefix; refused here, before any data or model is
-    loaded, when the evaluation does not produce it (else transformers' KeyError after a whole epoch)."""
-    metric = cfg.train.get("metric_for_best_model")
-    if metric is None:
-        return None
-    name = str(metric).removeprefix("eval_")
-    known = (*METRIC_NAMES, "loss")
-    if name not in known:
-        raise UserError(f"config: train.metric_for_best_model '{metric}' is not a seq2seq metric"
-                        f"{did_you_mean(name, known)}; use one of {', '.join(known)}")
-    return name
-
-
 class Seq2SeqFamily(Family):
     task_cls = Seq2SeqTask
     trainer_cls = Seq2SeqSuiteTrainer
     args_cls = transformers.Seq2SeqTrainingArguments
-
-    def __init__(self, cfg):
-        super().__init__(cfg)
-        self.best_metric = _best_metric(cfg)
 
     @property
     def model_type(self) -> str | None:
@@ -304,8 +285,6 @@ class Seq2SeqFamily(Family):
         out = {"learning_rate": 5e-4 if scratch else 5e-5, "warmup_steps": 0.1 if scratch else 0.0,
                "weight_decay": 0.01, "lr_scheduler_type": "linear",
                "train_sampling_strategy": "group_by_length"}
-        if self.best_metric in LOWER_IS_BETTER:  # an error rate: transformers would keep the worst checkpoint
-            out["greater_is_better"] = False
         return out
 
     def build_model(self, tokenizer, task):

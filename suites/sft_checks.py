@@ -6,7 +6,7 @@ import json
 import os
 
 from .distributed_checks import context_parallel_size
-from .errors import UserError, did_you_mean
+from .errors import UserError
 
 # what the SFT evaluation reports (suites/sft.py); with sft.eval_generations also the generation metrics
 EVAL_METRICS = ("loss", "perplexity", "mean_token_accuracy", "num_tokens")
@@ -98,26 +98,6 @@ def validate_sft(cfg) -> None:
                         f"attend to each other; use one of {', '.join(PACKING_SAFE_ATTENTION)} or sft.packing=false")
     if s.neftune_alpha is not None and s.neftune_alpha < 0:
         raise UserError(f"config: sft.neftune_alpha must be >= 0, got {s.neftune_alpha}")
-    _check_best_metric(cfg)
     if cfg.train.get("neftune_noise_alpha"):
         raise UserError("config: use sft.neftune_alpha, not train.neftune_noise_alpha (which scales the noise by "
                         "the padded length, transformers#34659)")
-
-
-def _check_best_metric(cfg) -> None:
-    """A metric_for_best_model the evaluation never reports is refused now, not after an epoch; one
-    where lower is better (perplexity, ter) selects the lowest unless greater_is_better is set."""
-    from tasks.metrics.generation import LOWER_IS_BETTER, METRIC_NAMES
-
-    metric = cfg.train.get("metric_for_best_model")
-    if metric is None:
-        return
-    name = str(metric).removeprefix("eval_")
-    known = EVAL_METRICS + (METRIC_NAMES if cfg.sft.eval_generations else ())
-    if name not in known:
-        hint = "" if cfg.sft.eval_generations or name not in METRIC_NAMES else \
-            " (generation metrics need sft.eval_generations > 0)"
-        raise UserError(f"config: train.metric_for_best_model '{metric}' is not an SFT metric{hint}"
-                        f"{did_you_mean(name, known)}; use one of {', '.join(known)}")
-    if name in ("perplexity", *LOWER_IS_BETTER) and cfg.train.get("greater_is_better") is None:
-        cfg.train["greater_is_better"] = False

@@ -20,8 +20,6 @@ def training_argument_names() -> set[str]:
     return {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
 
 
-_training_argument_names = training_argument_names
-
 # train: keys whose value the suite reads in its own way (resume_from_checkpoint: true | PATH)
 _UNTYPED_TRAIN_KEYS = {"resume_from_checkpoint"}
 # train: values TrainingArguments accepts beyond its annotation. fsdp is annotated `str | None` but
@@ -112,7 +110,7 @@ def validate(cfg) -> None:
             os.path.expanduser(m.name_or_path)):
         raise UserError(f"config: model.name_or_path: directory not found: {m.name_or_path}")
 
-    names = _training_argument_names()
+    names = training_argument_names()
     for key in cfg.train:
         if key in RESERVED_TRAIN_KEYS:
             raise UserError(f"config: 'train.{key}' is set at the top level: use {RESERVED_TRAIN_KEYS[key]}")
@@ -171,7 +169,44 @@ def validate(cfg) -> None:
     metric = cfg.train.get("metric_for_best_model")
     if cfg.train.get("load_best_model_at_end") and not metric:
         cfg.train["metric_for_best_model"] = "loss"
+    _check_best_metric(cfg)
+    _lower_is_better_default(cfg)
     check_data(cfg)
+
+
+def _check_best_metric(cfg) -> None:
+    """A metric_for_best_model the evaluation never reports is refused now, before any data or model
+    loads, not as transformers' KeyError after the first evaluation. Classification metrics depend on
+    the problem type, known once the data is read (tasks/classification.py checks those)."""
+    from tasks.metrics.generation import METRIC_NAMES
+
+    from .sft_checks import EVAL_METRICS
+
+    metric = cfg.train.get("metric_for_best_model")
+    if metric is None or cfg.task == "classification":
+        return
+    name = str(metric).removeprefix("eval_")
+    if cfg.task == "seq2seq":
+        known, what, hint = (*METRIC_NAMES, "loss"), "a seq2seq", ""
+    else:
+        known, what = EVAL_METRICS + (METRIC_NAMES if cfg.sft.eval_generations else ()), "an SFT"
+        hint = "" if cfg.sft.eval_generations or name not in METRIC_NAMES else \
+            " (generation metrics need sft.eval_generations > 0)"
+    if name not in known:
+        raise UserError(f"config: train.metric_for_best_model '{metric}' is not {what} metric{hint}"
+                        f"{did_you_mean(name, known)}; use one of {', '.join(known)}")
+
+
+def _lower_is_better_default(cfg) -> None:
+    """transformers takes every metric but *loss as higher-is-better when greater_is_better is unset,
+    so load_best_model_at_end and early stopping would keep the checkpoint with the largest error."""
+    from tasks.metrics.generation import LOWER_IS_BETTER
+
+    lower = {"classification": ("mse", "mae"), "seq2seq": LOWER_IS_BETTER,
+             "sft": ("perplexity", *LOWER_IS_BETTER)}[cfg.task]
+    name = str(cfg.train.get("metric_for_best_model") or "").removeprefix("eval_")
+    if name in lower and cfg.train.get("greater_is_better") is None:
+        cfg.train["greater_is_better"] = False
 
 
 def _check_model_type(model_type) -> None:
