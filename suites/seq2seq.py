@@ -282,10 +282,9 @@ class Seq2SeqFamily(Family):
         # From scratch a transformer needs a high peak rate after a warmup; a pretrained checkpoint
         # is fine-tuned gently. Label smoothing (loss.label_smoothing) defaults to 0.1 from scratch.
         scratch = self.cfg.model.from_config is not None
-        out = {"learning_rate": 5e-4 if scratch else 5e-5, "warmup_steps": 0.1 if scratch else 0.0,
-               "weight_decay": 0.01, "lr_scheduler_type": "linear",
-               "train_sampling_strategy": "group_by_length"}
-        return out
+        return {"learning_rate": 5e-4 if scratch else 5e-5, "warmup_steps": 0.1 if scratch else 0.0,
+                "weight_decay": 0.01, "lr_scheduler_type": "linear",
+                "train_sampling_strategy": "group_by_length"}
 
     def build_model(self, tokenizer, task):
         from transformers import AutoConfig, AutoModelForSeq2SeqLM

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import os
-
 from .distributed_checks import context_parallel_size
 from .errors import UserError
+from .validate import model_type
 
 # what the SFT evaluation reports (suites/sft.py); with sft.eval_generations also the generation metrics
 EVAL_METRICS = ("loss", "perplexity", "mean_token_accuracy", "num_tokens")
@@ -22,45 +20,6 @@ PACKING_SAFE_ATTENTION = ("sdpa", "eager", "flex_attention", "flash_attention_2"
 # differs from its loss alone), or a recurrent state runs on from one document into the next.
 LEAKY_MODEL_TYPES = ("biogpt", "bloom", "falcon", "falcon_mamba", "gpt_oss", "mamba", "mamba2", "mpt", "opt",
                      "recurrent_gemma", "rwkv", "xglm")
-
-
-def _json_field(path: str, key: str):
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh).get(key)
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-def _cached_config(repo: str) -> str | None:
-    """A hub model's config.json when it is already in the local cache (nothing is downloaded)."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        path = try_to_load_from_cache(repo, "config.json")
-    except Exception:  # noqa: BLE001 - not a repo id, no hub library: unknown
-        return None
-    return path if isinstance(path, str) else None
-
-
-def model_type(cfg) -> str | None:
-    """The `model_type` of the configured model, read without loading it (from_config, a local
-    directory, a saved adapter's base, or the hub cache); None when it cannot be known up front."""
-    if cfg.model.from_config:
-        return cfg.model.from_config.get("model_type")
-    path = cfg.model.name_or_path
-    for _ in range(2):  # an adapter directory names its base model
-        if not path or path.startswith("package:"):
-            return None
-        if os.path.isdir(path):
-            found = _json_field(os.path.join(path, "config.json"), "model_type")
-            if found:
-                return found
-            path = _json_field(os.path.join(path, "adapter_config.json"), "base_model_name_or_path")
-            continue
-        cached = _cached_config(path)
-        return _json_field(cached, "model_type") if cached else None
-    return None
 
 
 def default_packing(cfg) -> bool:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 import os
 
 from .errors import UserError, did_you_mean
@@ -236,18 +237,50 @@ def _check_early_stopping(cfg) -> None:
     cfg.train.setdefault("load_best_model_at_end", True)
 
 
-def _model_type(cfg) -> str | None:
-    if cfg.model.from_config is not None:
-        return cfg.model.from_config.get("model_type")
-    path = cfg.model.name_or_path or ""
-    cfg_file = os.path.join(os.path.expanduser(path), "config.json")
-    if os.path.isfile(cfg_file):
-        import json
+def _json_field(path: str, key: str):
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh).get(key)
+    except (OSError, ValueError, AttributeError):
+        return None
 
-        with open(cfg_file) as fh:
-            return json.load(fh).get("model_type")
-    lowered = path.lower()
-    return next((t for t in T5_FAMILY if t in lowered.replace("-", "")), None)
+
+def _cached_config(repo: str) -> str | None:
+    """A hub model's config.json when it is already in the local cache (nothing is downloaded)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        path = try_to_load_from_cache(repo, "config.json")
+    except Exception:  # noqa: BLE001 - not a repo id, no hub library: unknown
+        return None
+    return path if isinstance(path, str) else None
+
+
+def model_type(cfg) -> str | None:
+    """The `model_type` of the configured model, read without loading it (from_config, a local
+    directory, a saved adapter's base, or the hub cache); None when it cannot be known up front."""
+    if cfg.model.from_config:
+        return cfg.model.from_config.get("model_type")
+    path = cfg.model.name_or_path and os.path.expanduser(cfg.model.name_or_path)
+    for _ in range(2):  # an adapter directory names its base model
+        if not path or path.startswith("package:"):
+            return None
+        if os.path.isdir(path):
+            found = _json_field(os.path.join(path, "config.json"), "model_type")
+            if found:
+                return found
+            path = _json_field(os.path.join(path, "adapter_config.json"), "base_model_name_or_path")
+            continue
+        cached = _cached_config(path)
+        return _json_field(cached, "model_type") if cached else None
+    return None
+
+
+def _model_type(cfg) -> str | None:
+    """model_type(), else a T5-family name guessed from the hub name (for the fp16 check)."""
+    found = model_type(cfg)
+    lowered = (cfg.model.name_or_path or "").lower().replace("-", "")
+    return found or next((t for t in T5_FAMILY if t in lowered), None)
 
 
 def check_data(cfg, splits=("train", "eval")) -> None:
