@@ -185,17 +185,6 @@ def record_problem(row, fmt: str, need: list[str]) -> str | None:
 ENCODE_CHUNK = 1000  # rows rendered, then tokenized in one batched call
 
 
-def _chunks(rows, size: int):
-    chunk = []
-    for row in rows:
-        chunk.append(row)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
 def _trained(offsets, ranges) -> np.ndarray:
     """Per token, whether it is trained: a token is trained when it holds any trained character, so a
     token that straddles the start of an answer (" cat" after a generation prompt ending in a space)
@@ -341,7 +330,7 @@ class InstructionTask(Task):
 
         bar = tqdm(total=len(ds), desc=f"tokenizing {split}", unit="row", disable=not sys.stderr.isatty(),
                    leave=False)
-        for chunk in _chunks(io.iter_rows(ds), ENCODE_CHUNK):
+        for chunk in io.row_batches(ds, ENCODE_CHUNK):
             rendered = [self.render_row(row, tokenizer, spec) for row in chunk]
             enc = tokenizer([r[0] for r in rendered], add_special_tokens=False, return_offsets_mapping=True)
             for row, (_, ranges, prompt, ref), ids, offsets in zip(chunk, rendered, enc["input_ids"],

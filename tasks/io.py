@@ -234,12 +234,18 @@ def values(ds, column: str) -> list:
     return ds[column][:]
 
 
-def iter_rows(ds, batch_size: int = 1000):
-    """The rows of a `datasets.Dataset` as `for row in ds` gives them, read a batch at a time."""
+def row_batches(ds, batch_size: int = 1000):
+    """Lists of the rows of a `datasets.Dataset` (dicts, as `for row in ds` gives them), read a batch
+    at a time."""
     for batch in ds.iter(batch_size=batch_size):
         names = list(batch)
-        for vals in zip(*(batch[n] for n in names)):
-            yield dict(zip(names, vals))
+        yield [dict(zip(names, vals)) for vals in zip(*(batch[n] for n in names))]
+
+
+def iter_rows(ds, batch_size: int = 1000):
+    """The rows of a `datasets.Dataset` as `for row in ds` gives them, read a batch at a time."""
+    for rows in row_batches(ds, batch_size):
+        yield from rows
 
 
 def _kind(v) -> str:
