@@ -69,7 +69,9 @@ def early_stopping_callbacks(cfg) -> list:
 
 def results(trainer) -> dict:
     """results.json keys: the step where early stopping ended training, and the best checkpoint's."""
-    cb = next((c for c in trainer.callback_handler.callbacks if isinstance(c, EarlyStopping)), None)
+    from .reliability import find_callback
+
+    cb = find_callback(trainer, EarlyStopping)
     if cb is None:
         return {}
     out = {"early_stopped_at_step": cb.stopped_at_step}
