@@ -116,7 +116,7 @@ def validate(cfg) -> None:
         if key in RESERVED_TRAIN_KEYS:
             raise UserError(f"config: 'train.{key}' is set at the top level: use {RESERVED_TRAIN_KEYS[key]}")
         if key not in names:
-            from .config import hint_elsewhere
+            from .config_hints import hint_elsewhere
 
             raise UserError(f"config: unknown key 'train.{key}' (not a TrainingArguments field)"
                             f"{hint_elsewhere(key, 'train') or did_you_mean(key, names)}")
