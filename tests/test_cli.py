@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from suites.cli import run
+from suites.run.cli import run
 from tests.conftest import write_jsonl, write_yaml
 
 RESULT_KEYS = {"eval_loss", "eval_accuracy", "train_loss", "task", "model", "world_size",
@@ -60,7 +60,7 @@ def test_overwrite_replaces_previous_run(tmp_path, cls_config):
 def test_user_mistake_exits_2_without_traceback(tmp_path, cls_config):
     cls_config["data"]["text_column"] = "review"
     cfg = write_yaml(tmp_path / "c.yaml", cls_config)
-    proc = subprocess.run([sys.executable, "-m", "suites.cli", "train", cfg], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "suites.run.cli", "train", cfg], capture_output=True, text=True)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     lines = [x for x in proc.stderr.splitlines() if x.strip()]
@@ -68,7 +68,7 @@ def test_user_mistake_exits_2_without_traceback(tmp_path, cls_config):
 
 
 def test_help_lists_commands():
-    proc = subprocess.run([sys.executable, "-m", "suites.cli", "--help"], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "suites.run.cli", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0
     for cmd in ("train", "eval", "predict"):
         assert cmd in proc.stdout
