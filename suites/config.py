@@ -104,7 +104,7 @@ class GenerationConfig:
     do_sample: bool = False
     temperature: float = 1.0
     top_p: float = 1.0
-    batch_size: Optional[int] = None  # default: per_device_eval_batch_size
+    batch_size: Optional[int] = None  # default: per_device_eval_batch_size (at most 32 on a CPU)
     forced_bos_token: Optional[str] = None  # seq2seq: first decoder token, e.g. mBART/NLLB target code de_DE
 
 

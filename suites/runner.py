@@ -86,7 +86,7 @@ def build(cfg, mode: str, predict_input: str | None = None):
 
 
 def train(cfg, overwrite: bool = False, resume=None) -> dict:
-    from . import early_stopping, reliability
+    from . import early_stopping, final_eval, reliability
 
     # the config's way to say --resume: train.resume_from_checkpoint: true | PATH (a TrainingArguments field)
     from_config = cfg.train.pop("resume_from_checkpoint", None)
@@ -119,11 +119,11 @@ def train(cfg, overwrite: bool = False, resume=None) -> dict:
     runtime = time.perf_counter() - start
     stopped_extra = reliability.raise_if_stopped(trainer, cfg)  # a signal or a non-finite step
     stopped_extra.update(early_stopping.results(trainer))
-    trainer.save_model()
+    final_eval.save_final_model(trainer)  # the last checkpoint's files when they hold these weights
     trainer.save_state()
     metrics = dict(out.metrics)
     if "eval" in data:
-        metrics.update(trainer.evaluate())
+        metrics.update(final_eval.final_metrics(trainer))  # the last step's evaluation when it scored these weights
     extra = {"num_train_samples": len(data["train"]), "train_runtime_s": round(runtime, 3), **counts,
              "global_batch_size": distributed.global_batch_size(trainer.args),
              **stopped_extra}
