@@ -69,6 +69,9 @@ class DataConfig:
     source_prefix: str = ""
     max_source_length: int = 256
     max_target_length: int = 256
+    # reuse the splits a run with the same data, tokenizer and settings prepared (tasks/prepared_cache.py):
+    # true (in $TRAINSUITE_CACHE, default ~/.cache/trainsuite/prepared), a folder, or false
+    prepared_cache: Union[bool, str] = True
 
 
 @dataclass

@@ -77,7 +77,9 @@ def build(cfg, mode: str, predict_input: str | None = None):
                                special=family.special_tokens)
     task.setup(splits, tokenizer)
     model = family.build_model(tokenizer, task)
-    encoded = {name: task.encode(ds, tokenizer, name) for name, ds in splits.items()}
+    from tasks import prepared_cache
+
+    encoded = prepared_cache.encode_splits(cfg, task, tokenizer, splits)  # a previous run's, when the same
     trainer = family.trainer_cls(
         model=model, args=args, train_dataset=encoded.get("train"), eval_dataset=encoded.get("eval"),
         processing_class=tokenizer, data_collator=family.collator(tokenizer, task), suite_cfg=cfg,
