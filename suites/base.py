@@ -110,9 +110,12 @@ class SuiteTrainer(Trainer):
         return norm
 
     def _save_checkpoint(self, model, trial):
+        from .phase_timings import current
         from .reliability import save_checkpoint_atomically
 
+        start = time.perf_counter()
         save_checkpoint_atomically(self, super()._save_checkpoint, model, trial)
+        current.event("checkpoint_saves", time.perf_counter() - start)
 
     # -- data order (also in distributed runs) --------------------------------
     def _get_train_sampler(self, train_dataset=None):

@@ -143,3 +143,13 @@ def test_cpu_generation_batch_is_capped_unless_asked():
     assert size(None, "cpu", eval_batch=8) == 8
     assert size(100, "cpu") == 100  # generation.batch_size is the user's choice
     assert size(None, "cuda") == 256
+
+
+def test_phase_timings_are_written(tmp_path, cls_config):
+    runner.train(_train_cfg(tmp_path, cls_config))
+    phases = json.load(open(os.path.join(tmp_path, "run", "phase_timings.json")))
+    for key in ("startup_and_imports", "load_and_check_data", "tokenizer", "encode", "model", "trainer_init",
+                "train_loop_with_evaluations_and_checkpoints", "final_save", "final_evaluation",
+                "report_and_figures"):
+        assert phases[key] >= 0, key
+    assert len(phases["evaluations_s"]) == 2 and len(phases["checkpoint_saves_s"]) == 2
