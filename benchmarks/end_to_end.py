@@ -94,7 +94,7 @@ def chat_rows(n, seed, max_words=40):
     return rows
 
 
-def prepare(family: str, smoke: bool, work: str) -> dict:
+def prepare(family: str, smoke: bool, work: str, scale: float = 1.0) -> dict:
     """Data files, a saved tokenizer where one is trained, and the settings both sides use."""
     sys.path.insert(0, ROOT)
     d = os.path.join(work, "data")
@@ -107,7 +107,7 @@ def prepare(family: str, smoke: bool, work: str) -> dict:
 
             with open(os.path.join(DATA, "sst2", "train.tsv"), encoding="utf-8") as fh:
                 rows = [{"text": r["text"], "label": int(r["label"])} for r in csv.DictReader(fh, delimiter="\t")]
-            train, eval_ = rows[:4000], rows[-872:]
+            train, eval_ = rows[:int(4000 * scale)], rows[-int(872 * scale):]
         return {"family": family, "train": write_jsonl(os.path.join(d, "train.jsonl"), train),
                 "eval": write_jsonl(os.path.join(d, "eval.jsonl"), eval_), "model": MINILM,
                 "from_config": dict(TINY_BERT, vocab_size=30522) if smoke else None,
@@ -123,7 +123,7 @@ def prepare(family: str, smoke: bool, work: str) -> dict:
                 with open(os.path.join(DATA, "multi30k", f"{split}.en"), encoding="utf-8") as f_en, \
                         open(os.path.join(DATA, "multi30k", f"{split}.de"), encoding="utf-8") as f_de:
                     return [{"source": s.strip(), "target": t.strip()} for s, t, _ in zip(f_en, f_de, range(n))]
-            train, eval_ = pairs("train", 3000), pairs("val", 300)
+            train, eval_ = pairs("train", int(3000 * scale)), pairs("val", int(300 * scale))
         tok = train_tokenizer([r[k] for r in train for k in ("source", "target")], 300 if smoke else 4000, T5_LIKE)
         tok.save_pretrained(os.path.join(work, "tokenizer"))
         return {"family": family, "train": write_jsonl(os.path.join(d, "train.jsonl"), train),
@@ -134,7 +134,7 @@ def prepare(family: str, smoke: bool, work: str) -> dict:
     from tasks.instruction import CHATML_TEMPLATE
     from tasks.tokenizer import CHAT_LIKE, train_tokenizer
 
-    train, eval_ = (chat_rows(48, 0, 10), chat_rows(12, 1, 10)) if smoke else (chat_rows(2000, 0), chat_rows(100, 1))
+    train, eval_ = (chat_rows(48, 0, 10), chat_rows(12, 1, 10)) if smoke else (chat_rows(int(2000 * scale), 0), chat_rows(int(100 * scale), 1))
     tok = train_tokenizer([m["content"] for r in train for m in r["messages"]], 300 if smoke else 2000, CHAT_LIKE)
     tok.chat_template = CHATML_TEMPLATE
     tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
@@ -301,7 +301,7 @@ def timed(cmd: list, env: dict) -> tuple[float, float, subprocess.CompletedProce
 def run_family(family: str, args, work: str) -> dict:
     import yaml
 
-    spec = prepare(family, args.smoke, os.path.join(work, family))
+    spec = prepare(family, args.smoke, os.path.join(work, family), args.scale)
     spec_path = os.path.join(work, family, "spec.json")
     with open(spec_path, "w") as fh:
         json.dump(spec, fh)
@@ -370,6 +370,7 @@ def main(argv=None) -> None:
     ap.add_argument("--family", nargs="+", choices=FAMILIES, default=list(FAMILIES))
     ap.add_argument("--repeats", type=int, default=None, help="pairs of runs (default 3; 1 with --smoke)")
     ap.add_argument("--smoke", action="store_true", help="tiny data and models: checks the harness, not speed")
+    ap.add_argument("--scale", type=float, default=1.0, help="a share of the default row counts (full size)")
     ap.add_argument("--warm-cache", action="store_true", help="our runs share one prepared-data cache")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--json-out", default=None)
