@@ -24,7 +24,8 @@ import numpy as np  # noqa: E402
 import sacrebleu  # noqa: E402
 import torch  # noqa: E402
 
-from suites import config, runner  # noqa: E402
+from suites import config  # noqa: E402
+from suites.run import runner  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

@@ -21,6 +21,7 @@ from .callbacks.nonfinite import NonFiniteGuard
 from .callbacks.throughput import PauseClock, count_samples, count_tokens, peak_memory
 from .checkpoints import save_checkpoint_atomically
 from .errors import UserError
+from .phase_timings import current
 
 def pick_precision(train: dict) -> dict:
     """bf16 where the hardware supports it, fp32 otherwise; an explicit choice wins."""
@@ -107,7 +108,9 @@ class SuiteTrainer(Trainer):
         return norm
 
     def _save_checkpoint(self, model, trial):
+        start = time.perf_counter()
         save_checkpoint_atomically(self, super()._save_checkpoint, model, trial)
+        current.event("checkpoint_saves", time.perf_counter() - start)
 
     # -- data order (also in distributed runs) --------------------------------
     def _get_train_sampler(self, train_dataset=None):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from collators.classification import ClassificationCollator
-from tasks.classification import MULTI, REGRESSION, ClassificationTask
+from tasks.classification import MULTI, REGRESSION, ClassificationTask, length_order
 from tasks.metrics.classification import sigmoid, softmax
 from tasks.tokenizer import BERT_LIKE
 
@@ -52,8 +52,11 @@ class ClassificationFamily(Family):
         return {"compute_metrics": task.compute_metrics, "compute_loss_func": loss}
 
     def predict_rows(self, trainer, task, dataset, tokenizer) -> list[dict]:
-        out = trainer.predict(dataset.remove_columns([c for c in ("labels",) if c in dataset.column_names]))
+        order = length_order(dataset["input_ids"])  # longest first: little padding; rows put back below
+        dataset = dataset.select(order).remove_columns([c for c in ("labels",) if c in dataset.column_names])
+        out = trainer.predict(dataset)
         logits = out.predictions[0] if isinstance(out.predictions, tuple) else out.predictions
+        logits = np.asarray(logits)[np.argsort(np.asarray(order), kind="stable")]
         if task.problem_type == REGRESSION:
             return [{"prediction": float(v)} for v in np.asarray(logits).reshape(-1)]
         rows = []

@@ -27,7 +27,7 @@ from .base import SuiteTrainer
 from .distributed import model_is_sharded
 from .errors import UserError
 from .family import Family, pad_multiple
-from .generation import generate_in_order, generation_settings
+from .generation import generate_in_order, generation_batch_size, generation_settings
 from .losses import Seq2SeqLoss
 from .modeling import apply_peft, check_position_table, load_model
 from .config.model_type import T5_FAMILY
@@ -120,8 +120,7 @@ class Seq2SeqSuiteTrainer(SuiteTrainer, transformers.Seq2SeqTrainer):
                 texts, lengths, loss, count = self._generate_batch(model, batch, gc, with_loss, synced)
                 return list(zip(texts, lengths)), (loss, count)
 
-            size = (self.generation.batch_size if self.generation and self.generation.batch_size
-                    else self.args.per_device_eval_batch_size)
+            size = generation_batch_size(self.generation, self.args.per_device_eval_batch_size, self.args.device)
             outs, stats = generate_in_order([len(x) for x in data["input_ids"]], run_batch, size, synced,
                                             quiet=self.args.disable_tqdm or not self.is_world_process_zero())
         finally:

@@ -30,7 +30,7 @@ from tasks.tokenizer import CHAT_LIKE
 from .base import SuiteTrainer
 from .distributed import model_is_sharded
 from .family import Family, pad_multiple
-from .generation import generate_in_order, generation_settings
+from .generation import generate_in_order, generation_batch_size, generation_settings
 from .modeling import apply_peft, load_model
 from .sft_speed import attention_kwargs, speed_defaults, use_generation_attention
 
@@ -171,8 +171,8 @@ def generate(model, tokenizer, prompts: list[str], gen, batch_size: int, synced_
         return outs, ()
 
     try:
-        outs, _ = generate_in_order([len(p) for p in prompts], run_batch, gen.batch_size or batch_size,
-                                    synced_gpus, quiet)
+        outs, _ = generate_in_order([len(p) for p in prompts], run_batch,
+                                    generation_batch_size(gen, batch_size, device), synced_gpus, quiet)
     finally:
         restore_attention()
         tokenizer.padding_side = side

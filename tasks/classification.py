@@ -55,6 +55,11 @@ def _as_number(v):
     return int(f) if f.is_integer() else f
 
 
+def length_order(input_ids) -> list[int]:
+    """Row indices, longest first (ties in file order)."""
+    return sorted(range(len(input_ids)), key=lambda i: -len(input_ids[i]))
+
+
 def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -77,6 +82,7 @@ class ClassificationTask(Task):
         self.labels: list[str] = []  # id -> label name
         self.class_weights: list[float] | None = None
         self.eval_texts: list[str] | None = None  # for eval_predictions.jsonl (the run report)
+        self.eval_order: list[int] | None = None  # eval row i of the encoded dataset is file row eval_order[i]
 
     def line_column(self) -> str | None:
         d = self.cfg.data  # `predict --input texts.txt`: one text a line (a pair needs two columns)
@@ -302,6 +308,9 @@ class ClassificationTask(Task):
             columns["labels"] = self.encode_labels(ds, split)
         import datasets
 
+        if split == "eval":  # longest first: batches of alike lengths carry little padding
+            self.eval_order = length_order(columns["input_ids"])
+            columns = {k: [v[i] for i in self.eval_order] for k, v in columns.items()}
         return datasets.Dataset.from_dict(columns)
 
     # -- metrics -------------------------------------------------------------
@@ -323,9 +332,13 @@ class ClassificationTask(Task):
         if int(os.environ.get("RANK", "0")) != 0 or self.eval_texts is None or len(self.eval_texts) != len(labels):
             return
         probs = M.softmax(logits)
+        labels = np.asarray(labels).reshape(-1)
+        if self.eval_order is not None:  # the eval rows run longest first: back to the file's order
+            back = np.argsort(np.asarray(self.eval_order), kind="stable")
+            labels, probs = labels[back], probs[back]
         path = os.path.join(self.cfg.output_dir, "eval_predictions.jsonl")
         with open(path + ".tmp", "w", encoding="utf-8") as fh:
-            for text, y, p in zip(self.eval_texts, np.asarray(labels).reshape(-1), probs):
+            for text, y, p in zip(self.eval_texts, labels, probs):
                 k = int(p.argmax())
                 fh.write(json.dumps({"text": text, "label": self.labels[int(y)], "predicted": self.labels[k],
                                      "confidence": round(float(p[k]), 6), "p_label": round(float(p[int(y)]), 6)},
@@ -337,8 +350,5 @@ class ClassificationTask(Task):
             return
         os.makedirs(self.cfg.output_dir, exist_ok=True)
         path = os.path.join(self.cfg.output_dir, "confusion_matrix.json")
-        with open(path, "w") as fh:
+        with open(path, "w") as fh:  # its PNG is drawn once, by the run report (suites/outputs/report.py)
             json.dump({"labels": self.labels, "matrix": cm}, fh, indent=1)
-        from .metrics.plots import confusion_matrix_png
-
-        confusion_matrix_png(np.array(cm), self.labels, path[:-5] + ".png")

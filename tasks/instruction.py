@@ -270,13 +270,7 @@ class InstructionTask(Task):
             text = prompt + completion + eos
             ranges = [(0, len(text))] if self.loss_on == "all" else [(len(prompt), len(text))]
             return text, ranges, prompt, completion
-        rendered = {}  # (number of turns, generation prompt?) -> text: each prefix is rendered once
-
-        def render(n, gen=False):
-            if (n, gen) not in rendered:
-                rendered[n, gen] = tokenizer.apply_chat_template(msgs[:n], tokenize=False, add_generation_prompt=gen)
-            return rendered[n, gen]
-
+        render = self._renderer(tokenizer).conversation(msgs)  # (turns, generation prompt?) -> text
         text = render(len(msgs))
         turns = [i for i, m in enumerate(msgs) if m["role"] == "assistant"]
         ranges = []
@@ -300,6 +294,18 @@ class InstructionTask(Task):
             prompt, ref = render(len(msgs), True), None
         return text, ranges, prompt, ref
 
+    def _renderer(self, tokenizer):
+        from .chat_render import PrefixRenderer
+
+        cached = getattr(self, "_prefix_renderer", None)  # one per tokenizer and template
+        if cached is None or cached.tokenizer is not tokenizer or cached.chat_template != tokenizer.chat_template:
+            cached = PrefixRenderer(tokenizer, fast=self.fast_render)
+            cached.chat_template = tokenizer.chat_template
+            self._prefix_renderer = cached
+        return cached
+
+    fast_render = True  # False: every prefix through tokenizer.apply_chat_template (the reference)
+
     def render_row(self, row, tokenizer, spec):
         """`render`, with the file and line of the row in the errors, and a chat template that
         refuses a conversation (`raise_exception`) reported as a user error."""
@@ -313,23 +319,8 @@ class InstructionTask(Task):
             raise DataError(f"{where(spec, row)}: the chat template refused this conversation: {err}") from None
 
     # -- encoding ------------------------------------------------------------
-    def encode(self, ds, tokenizer, split):
-        import datasets
-
-        spec = getattr(self.cfg.data, split, None) if split in ("train", "eval") else "--input"
-        key = f"data.{split}" if split in ("train", "eval") else "--input"
-        if split == "predict":
-            rows = [self.render_row(r, tokenizer, spec) for r in io.iter_rows(ds)]
-            if any(p is None for _, _, p, _ in rows):
-                raise DataError(f"{key}: predict needs prompts; plain text rows have none")
-            return datasets.Dataset.from_dict({"prompt": [r[2] for r in rows], "reference": [r[3] for r in rows]})
+    def _encode_chunks(self, ds, tokenizer, spec, bar, ids_col, labels_col, gen_rows, empty, counts) -> None:
         max_len, overlong = self.cfg.sft.max_length, self.cfg.sft.overlong
-        ids_col, labels_col, gen_rows = [], [], []
-        empty, truncated, dropped, emptied = [], 0, 0, 0
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(ds), desc=f"tokenizing {split}", unit="row", disable=not sys.stderr.isatty(),
-                   leave=False)
         for chunk in io.row_batches(ds, ENCODE_CHUNK):
             rendered = [self.render_row(row, tokenizer, spec) for row in chunk]
             enc = tokenizer([r[0] for r in rendered], add_special_tokens=False, return_offsets_mapping=True)
@@ -341,12 +332,12 @@ class InstructionTask(Task):
                     continue
                 if len(ids) > max_len:
                     if overlong == "drop":
-                        dropped += 1
+                        counts["dropped"] += 1
                         continue
-                    truncated += 1
+                    counts["truncated"] += 1
                     ids, mask = ids[:max_len], mask[:max_len]
                     if not mask[1:].any():
-                        emptied += 1
+                        counts["emptied"] += 1
                         continue
                 if prompt is not None and ref is not None:  # generation eval: the rows the loss sees
                     gen_rows.append((prompt, ref))
@@ -355,6 +346,35 @@ class InstructionTask(Task):
                 ids_col.append(ids)
                 labels_col.append(labels)
             bar.update(len(chunk))
+
+    def encode(self, ds, tokenizer, split):
+        import datasets
+
+        spec = getattr(self.cfg.data, split, None) if split in ("train", "eval") else "--input"
+        key = f"data.{split}" if split in ("train", "eval") else "--input"
+        self._prefix_renderer = None  # built anew: setup may have changed the template or special tokens
+        if split == "predict":
+            rows = [self.render_row(r, tokenizer, spec) for r in io.iter_rows(ds)]
+            if any(p is None for _, _, p, _ in rows):
+                raise DataError(f"{key}: predict needs prompts; plain text rows have none")
+            return datasets.Dataset.from_dict({"prompt": [r[2] for r in rows], "reference": [r[3] for r in rows]})
+        max_len, overlong = self.cfg.sft.max_length, self.cfg.sft.overlong
+        ids_col, labels_col, gen_rows = [], [], []
+        empty, counts = [], {"truncated": 0, "dropped": 0, "emptied": 0}
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(ds), desc=f"tokenizing {split}", unit="row", disable=not sys.stderr.isatty(),
+                   leave=False)
+        import gc
+
+        gc_was_on = gc.isenabled()
+        gc.disable()  # millions of new lists and ints, no cycles: the cyclic collector would rescan them (~15% at 80k rows)
+        try:
+            self._encode_chunks(ds, tokenizer, spec, bar, ids_col, labels_col, gen_rows, empty, counts)
+        finally:
+            if gc_was_on:
+                gc.enable()
+        truncated, dropped, emptied = counts["truncated"], counts["dropped"], counts["emptied"]
         bar.close()
         if empty:
             msgs = to_messages(empty[0], self.format)

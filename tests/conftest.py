@@ -19,6 +19,12 @@ TINY_BERT = {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2, "n
              "intermediate_size": 64, "max_position_embeddings": 128}
 
 
+@pytest.fixture(autouse=True)
+def _prepared_cache_per_test(tmp_path, monkeypatch):
+    """Each test its own prepared-data cache (tasks/prepared_cache.py): no test sees another's."""
+    monkeypatch.setenv("TRAINSUITE_CACHE", str(tmp_path / "prepared-cache"))
+
+
 def write_jsonl(path, rows):
     with open(path, "w", encoding="utf-8") as fh:
         for r in rows:

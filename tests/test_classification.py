@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from suites import config
-
 from suites.run import runner
 from suites.classification import ClassificationLoss
 from suites.run.cli import run

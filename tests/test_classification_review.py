@@ -9,7 +9,6 @@ import json
 import pytest
 
 from suites import config
-
 from suites.run import runner
 from suites.run.cli import run
 from suites.errors import MISTAKES

@@ -12,7 +12,6 @@ import sys
 import pytest
 
 from suites import config
-
 from suites.run import runner
 from suites.config.distributed import validate_distributed
 from suites.errors import MISTAKES

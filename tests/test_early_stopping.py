@@ -11,7 +11,6 @@ import shutil
 import pytest
 
 from suites import config
-
 from suites.run import runner
 from suites.callbacks.early_stopping import evaluations_without_improvement
 from suites.errors import MISTAKES

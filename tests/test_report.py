@@ -15,9 +15,7 @@ import pytest
 import yaml
 
 from suites import config
-
 from suites.outputs import report, tracking
-
 from suites.run import cli, starter
 from tests.conftest import write_jsonl, write_yaml
 

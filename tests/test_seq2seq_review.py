@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from suites import config
-
 from suites.run import cli
 from suites.errors import MISTAKES
 from test_seq2seq import base_config, parallel_files, read_jsonl, toy_pairs, write_lines, write_yaml

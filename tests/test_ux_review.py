@@ -9,7 +9,6 @@ import os
 import pytest
 
 from suites import config
-
 from suites.run import cli
 from suites.errors import MISTAKES
 from tests.conftest import write_yaml

