@@ -9,4 +9,4 @@ DOC = os.path.join(os.path.dirname(__file__), "..", "docs", "config.md")
 
 def test_config_reference_is_current():
     with open(DOC) as fh:
-        assert fh.read() == render(), "run: python -m suites.config_docs > docs/config.md"
+        assert fh.read() == render(), "run: python -m suites.config.reference > docs/config.md"
