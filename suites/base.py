@@ -84,6 +84,12 @@ class SuiteTrainer(Trainer):
         self._pause = _PauseClock()  # evaluation and checkpoint time, left out of tokens/s
         self.add_callback(self._pause)
 
+    def create_accelerator_and_postprocess(self):
+        from .fsdp_cpu import fsdp_on_cpu_processes
+
+        with fsdp_on_cpu_processes(self.args):  # else accelerate runs DDP on CPU processes, unsharded
+            super().create_accelerator_and_postprocess()
+
     # -- reliability (suites/reliability.py) -----------------------------------
     @property
     def _guard(self):
