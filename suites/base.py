@@ -86,7 +86,9 @@ class SuiteTrainer(Trainer):
 
     def create_accelerator_and_postprocess(self):
         from .fsdp_cpu import fsdp_on_cpu_processes
+        from .fsdp_wrap import fix_fsdp_wrapping
 
+        fix_fsdp_wrapping(self.args, self.model)  # BERT-like models failed FSDP2's prepare
         with fsdp_on_cpu_processes(self.args):  # else accelerate runs DDP on CPU processes, unsharded
             super().create_accelerator_and_postprocess()
 

@@ -205,7 +205,7 @@ def test_fsdp2_classification_equals_one_process_and_its_full_save_loads_unshard
     assert model.config.hidden_size == TINY_BERT["hidden_size"] and model.config.num_labels == 2
     live = last_eval(run)
     got = runner.evaluate(config.load(path))  # `trainsuite eval` of the run: its saved model, one process
-    for k in ("eval_loss", "eval_accuracy", "eval_f1"):
+    for k in ("eval_loss", "eval_accuracy", "eval_f1_macro"):
         assert got[k] == pytest.approx(live[k], rel=1e-5), k
 
 

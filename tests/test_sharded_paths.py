@@ -103,3 +103,29 @@ def test_launch_exit_message_for_a_crashed_or_abandoned_process():
     assert msg.endswith(resume) and "\n" not in msg
     assert launch.exit_message(0, resume) is None
     assert launch.exit_message(3, resume) == f"scripts/launch: exit code 3: {launch.EXIT_MEANING[3]}"
+
+
+def test_fsdp2_wraps_the_layers_but_not_a_block_that_holds_the_input_embedding():
+    """BERT lists BertEmbeddings in _no_split_modules: accelerate sharded it, then sharded the word
+    embedding inside it again, and FSDP2's prepare failed for every BERT-like model."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    from suites.fsdp_wrap import fix_fsdp_wrapping, layer_classes_to_wrap
+    from tests.conftest import TINY_BERT
+    from tests.sft_common import TINY_LLAMA
+
+    def build(auto, fields):
+        return auto.from_config(AutoConfig.for_model(fields["model_type"], vocab_size=50,
+                                                     **{k: v for k, v in fields.items() if k != "model_type"}))
+
+    bert = build(AutoModelForSequenceClassification, TINY_BERT)
+    assert "BertEmbeddings" in bert._no_split_modules
+    assert layer_classes_to_wrap(bert) == ["BertLayer"]
+    assert layer_classes_to_wrap(build(AutoModelForCausalLM, TINY_LLAMA)) is None  # nothing to leave out
+    args = SimpleNamespace(fsdp_plugin_args={"auto_wrap_policy": "TRANSFORMER_BASED_WRAP"})
+    fix_fsdp_wrapping(args, bert)
+    assert args.fsdp_plugin_args["transformer_cls_names_to_wrap"] == "BertLayer"
+    mine = SimpleNamespace(fsdp_plugin_args={"auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+                                             "transformer_cls_names_to_wrap": "BertEmbeddings,BertLayer"})
+    fix_fsdp_wrapping(mine, bert)  # the user's own choice stays
+    assert mine.fsdp_plugin_args["transformer_cls_names_to_wrap"] == "BertEmbeddings,BertLayer"
