@@ -59,6 +59,7 @@ def _inference_model(cfg) -> None:
 
 def build(cfg, mode: str, predict_input: str | None = None):
     """(family, task, tokenizer, trainer, raw splits) for a command."""
+    from .distributed import start_deepspeed_comm
     from .modeling import load_tokenizer
 
     if mode != "train":
@@ -73,6 +74,7 @@ def build(cfg, mode: str, predict_input: str | None = None):
     args = training_arguments(cfg, has_eval="eval" in splits, family_defaults=family.defaults,
                               args_cls=getattr(family, "args_cls", transformers.TrainingArguments))
     _ = args.device  # transformers sets up the device and the process group lazily
+    start_deepspeed_comm(args)
     tokenizer = load_tokenizer(cfg, texts=lambda: task.texts_for_tokenizer(splits["train"]),
                                special=family.special_tokens)
     task.setup(splits, tokenizer)

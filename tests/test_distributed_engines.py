@@ -219,10 +219,9 @@ ZERO1 = {"zero_optimization": {"stage": 1}, "gradient_accumulation_steps": "auto
 @pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None,
                     reason="deepspeed not installed (pip install 'trainsuite[deepspeed]')")
 @pytest.mark.parametrize("stage", ["zero1", "zero2", "zero3"])
-def test_deepspeed_on_cpu_equals_one_process_and_its_save_loads_unsharded(tmp_path, stage):
-    raw = sft_config(tmp_path, chat_rows(32, 0, max_words=8), chat_rows(11, 1), sft={"packing": True,
-                     "max_length": 48}, train={"per_device_train_batch_size": 4, "per_device_eval_batch_size": 2,
-                                               "logging_steps": 1, "max_steps": 4})
+def test_deepspeed_on_cpu_equals_one_process_and_its_save_loads_unsharded(tmp_path, base_dir, stage):
+    raw = sft_lora_packing(tmp_path, base_dir, max_steps=4)
+    del raw["peft"]  # a full fine-tune; pretrained weights (ZeRO-3 initialises a from_config model its own way)
     raw["output_dir"] = str(tmp_path / "ds")
     path = write_yaml(tmp_path / "sft.yaml", raw)
     _, one_dir = single_process(raw, tmp_path)
@@ -240,5 +239,5 @@ def test_deepspeed_on_cpu_equals_one_process_and_its_save_loads_unsharded(tmp_pa
     # the final save (ZeRO-3: gathered from the shards) is a plain model: eval in one process gives the
     # live model's last eval
     live = results(run)["eval_loss"]
-    got = runner.evaluate(config.load(path))
+    got = runner.evaluate(config.load(path, [f"model.name_or_path={run}"]))
     assert got["world_size"] == 1 and got["eval_loss"] == pytest.approx(live, rel=1e-5)
