@@ -161,6 +161,7 @@ def test_fsdp2_lora_sft_equals_one_process_resumes_and_its_adapter_evaluates_uns
     # sharded for real: FSDP's own checkpoint files (DDP, which accelerate used to fall back to, writes optimizer.pt)
     assert {"pytorch_model_fsdp.bin", "optimizer.bin"} <= set(os.listdir(run / "checkpoint-2"))
     assert results(run)["world_size"] == 2
+    assert os.path.isfile(run / ("adapter_model.safetensors" if lora else "model.safetensors"))
     a, b = losses(one_dir), losses(run)
     assert [s for s, _ in b] == [s for s, _ in a] == [1, 2, 3, 4]
     assert [x for _, x in b] == pytest.approx([x for _, x in a], **LOSS)
@@ -218,10 +219,14 @@ ZERO1 = {"zero_optimization": {"stage": 1}, "gradient_accumulation_steps": "auto
 
 @pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None,
                     reason="deepspeed not installed (pip install 'trainsuite[deepspeed]')")
-@pytest.mark.parametrize("stage", ["zero1", "zero2", "zero3"])
+@pytest.mark.parametrize("stage", ["zero1", "zero2", "zero3", "zero3-lora"])
 def test_deepspeed_on_cpu_equals_one_process_and_its_save_loads_unsharded(tmp_path, base_dir, stage):
+    # a pretrained base: ZeRO-3 initialises a from_config model inside zero.Init, not as one process does
     raw = sft_lora_packing(tmp_path, base_dir, max_steps=4)
-    del raw["peft"]  # a full fine-tune; pretrained weights (ZeRO-3 initialises a from_config model its own way)
+    lora = stage.endswith("-lora")  # the adapter is saved from the ZeRO-3 shards
+    stage = stage.removesuffix("-lora")
+    if not lora:
+        del raw["peft"]  # a full fine-tune
     raw["output_dir"] = str(tmp_path / "ds")
     path = write_yaml(tmp_path / "sft.yaml", raw)
     _, one_dir = single_process(raw, tmp_path)
@@ -233,11 +238,12 @@ def test_deepspeed_on_cpu_equals_one_process_and_its_save_loads_unsharded(tmp_pa
     launch("--deepspeed", preset, "--nproc", "2", path, cwd=tmp_path)
     run = tmp_path / "ds"
     assert results(run)["world_size"] == 2
+    assert os.path.isfile(run / ("adapter_model.safetensors" if lora else "model.safetensors"))
     a, b = losses(one_dir), losses(run)
     assert [s for s, _ in b] == [s for s, _ in a] == [1, 2, 3, 4]
     assert [x for _, x in b] == pytest.approx([x for _, x in a], **LOSS)
-    # the final save (ZeRO-3: gathered from the shards) is a plain model: eval in one process gives the
-    # live model's last eval
+    # the final save (ZeRO-3: gathered from the shards) is a plain model or adapter: eval in one process
+    # gives the live model's last eval
     live = results(run)["eval_loss"]
     got = runner.evaluate(config.load(path, [f"model.name_or_path={run}"]))
     assert got["world_size"] == 1 and got["eval_loss"] == pytest.approx(live, rel=1e-5)
