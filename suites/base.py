@@ -21,6 +21,8 @@ from .callbacks.nonfinite import NonFiniteGuard
 from .callbacks.throughput import PauseClock, count_samples, count_tokens, peak_memory
 from .checkpoints import save_checkpoint_atomically
 from .errors import UserError
+from .fsdp_cpu import fsdp_on_cpu_processes
+from .fsdp_wrap import fix_fsdp_wrapping
 from .phase_timings import current
 
 def pick_precision(train: dict) -> dict:
@@ -83,6 +85,11 @@ class SuiteTrainer(Trainer):
         self._tokens_seen = 0  # their real (non-pad) tokens
         self._pause = PauseClock()  # evaluation and checkpoint time, left out of tokens/s
         self.add_callback(self._pause)
+
+    def create_accelerator_and_postprocess(self):
+        fix_fsdp_wrapping(self.args, self.model)  # BERT-like models failed FSDP2's prepare
+        with fsdp_on_cpu_processes(self.args):  # else accelerate runs DDP on CPU processes, unsharded
+            super().create_accelerator_and_postprocess()
 
     # -- non-finite guard (suites/callbacks/nonfinite.py) ----------------------
     @property

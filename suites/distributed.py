@@ -43,3 +43,15 @@ def schedule_line(args, num_train_rows: int) -> str:
             f"{num_train_rows} training rows, {s['steps_per_epoch']} optimizer steps per epoch, "
             f"{s['total_steps']} in all; learning rate {args.learning_rate:g}, {getattr(args.lr_scheduler_type, 'value', args.lr_scheduler_type)} "
             f"schedule after {s['warmup_steps']} warmup steps")
+
+
+def start_deepspeed_comm(args) -> None:
+    """DeepSpeed on CPU processes: accelerate starts DeepSpeed's communication layer for GPUs only, and
+    ZeRO-3 builds the model inside `deepspeed.zero.Init` before the engine would start it, so it read a
+    world size of 1 and failed ("train_batch_size is not equal to ... 8 != 4 * 1 * 1")."""
+    if not (args.deepspeed and args.use_cpu and args.world_size > 1):
+        return
+    from deepspeed import comm
+
+    if not comm.is_initialized():
+        comm.init_distributed(dist_backend="gloo", auto_mpi_discovery=False)  # on the process group torch has

@@ -49,7 +49,7 @@ class NonFiniteGuard(TrainerCallback):
                 flags.append(~torch.isfinite(norm).to(args.device))
         if not flags:
             return False
-        flag = torch.stack([f.reshape(()) for f in flags]).any().to(torch.int32)
+        flag = torch.stack([_local(f).reshape(()) for f in flags]).any().to(torch.int32)
         if args.world_size > 1 and torch.distributed.is_initialized():
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
         return bool(flag.item())
@@ -79,3 +79,10 @@ class NonFiniteGuard(TrainerCallback):
         return control
 
     on_epoch_end = on_step_end
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """A plain tensor: under FSDP2 the gradient norm is a DTensor, which collectives refuse
+    (full_tensor() is itself collective, and every rank gets here each step)."""
+    full = getattr(t, "full_tensor", None)
+    return full() if callable(full) else t

@@ -222,9 +222,23 @@ def run_torchrun(cmd: list[str], env: dict) -> int:
             for s, handler in previous.items():
                 signal.signal(s, handler)
         final = outcome(code, worker_codes(folder))
-    if final in EXIT_MEANING:
-        print(f"scripts/launch: exit code {final}: {EXIT_MEANING[final]}", file=sys.stderr, flush=True)
+    message = exit_message(final, env.get(COMMAND_ENV))
+    if message:
+        print(message, file=sys.stderr, flush=True)
     return final
+
+
+def exit_message(code: int, resume: str | None = None) -> str | None:
+    """The launch's last line for a failed run: trainsuite's meaning of its own codes; for any other
+    failure (a process crashed, or lost its peers because a node died: gloo/NCCL "Connection reset by
+    peer"), where to look and how to continue."""
+    if code == 0:
+        return None
+    if code in EXIT_MEANING:
+        return f"scripts/launch: exit code {code}: {EXIT_MEANING[code]}"
+    return (f"scripts/launch: exit code {code}: a process of the run failed or lost contact with the others (a node "
+            "that died or was stopped); the first error above names it; to continue from the newest complete "
+            f"checkpoint once every node is back: {resume or 'the same launch command with --resume'}")
 
 
 def main(argv=None) -> int:

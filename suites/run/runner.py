@@ -77,6 +77,7 @@ def build(cfg, mode: str, predict_input: str | None = None):
     args = training_arguments(cfg, has_eval="eval" in splits, family_defaults=family.defaults,
                               args_cls=getattr(family, "args_cls", transformers.TrainingArguments))
     _ = args.device  # transformers sets up the device and the process group lazily
+    distributed.start_deepspeed_comm(args)
     with phase("tokenizer"):
         tokenizer = load_tokenizer(cfg, texts=lambda: task.texts_for_tokenizer(splits["train"]),
                                    special=family.special_tokens)
