@@ -44,7 +44,7 @@ test-latest:
 	$(LATEST)/bin/python -m pytest tests
 
 lock: $(LATEST)/bin/python
-	{ sed -n '/^#/p' $(LOCK); $(LATEST)/bin/pip freeze --exclude-editable | sed 's/+cpu$$//' | sort -f; } > $(LOCK).new
+	{ sed -n '/^#/p' $(LOCK); $(LATEST)/bin/pip freeze --all --exclude-editable | grep -v '^pip==' | sed 's/+cpu$$//' | sort -f; } > $(LOCK).new
 	mv $(LOCK).new $(LOCK)
 
 clean:
