@@ -171,14 +171,16 @@ def test_neftune_off_adds_no_noise_and_padding_rows_get_none(tmp_path):
     assert torch.all(noise[1, 1:] == 0) and torch.all(noise[0].abs() <= 5.0 / (3 * 8) ** 0.5)
 
 
-def test_leaky_attention_refused_with_packing(tmp_path):
+def test_leaky_attention_refused_with_packing(tmp_path, monkeypatch):
     raw = sft_config(tmp_path, sft={"packing": True}, model={"from_config": dict(TINY_LLAMA),
                                                              "attn_implementation": "paged|sdpa"})
     with pytest.raises(UserError, match="attend to each other"):
         config.from_dict(raw)
     raw["sft"]["packing"] = False
     config.from_dict(raw)  # fine without packing
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # flex attention needs a GPU
     raw["sft"]["packing"], raw["model"]["attn_implementation"] = True, "flex_attention"
+    raw["train"]["use_cpu"] = False
     config.from_dict(raw)
 
 
