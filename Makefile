@@ -1,15 +1,31 @@
 # Two commands a user needs: `make demo` (train on the embedded default) and `make test`.
+# Both install into .venv exactly the versions of constraints-cpu.txt (the lock). `make test-latest` runs
+# the suite against the newest releases instead, in .venv-latest; `make lock` then writes them to the lock.
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LOCK := constraints-cpu.txt
+LATEST := .venv-latest
+TORCH_VERSION := $(shell sed -n 's/^torch==//p' $(LOCK))
+TORCH := torch==$(TORCH_VERSION)
 
-.PHONY: install demo test clean
+.PHONY: install demo test test-latest lock clean
 
-$(STAMP): pyproject.toml constraints-cpu.txt
-	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q -c constraints-cpu.txt torch
-	$(BIN)/pip install -q -c constraints-cpu.txt -e '.[test]'
+# torch through pip, which finds this machine's CPU build on disk (uv would not look there and could pull a
+# CUDA build); the rest through uv (parallel downloads, no bytecode compiling), or pip where uv is missing.
+# $(1): the venv, $(2): the constraints file
+define install_into
+	$(PY) -m venv $(1)
+	$(1)/bin/pip install -q --no-compile -c $(2) "$(TORCH)"
+	$(1)/bin/pip install -q -c $(2) uv || echo "uv not available: installing with pip"
+	if [ -x $(1)/bin/uv ]; then $(1)/bin/uv pip install -q --python $(1)/bin/python -c $(2) -e '.[test]'; \
+	else $(1)/bin/pip install -q -c $(2) -e '.[test]'; fi
+	$(1)/bin/python -c "import torch; v = torch.__version__; assert v.split('+')[0] == '$(TORCH_VERSION)' and torch.version.cuda is None, f'expected the CPU build of torch $(TORCH_VERSION), got {v}'"
+endef
+
+$(STAMP): pyproject.toml $(LOCK)
+	$(call install_into,$(VENV),$(LOCK))
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -20,5 +36,16 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest tests
 
+# The newest releases that pyproject.toml allows (torch kept at the lock's CPU build), always a fresh venv.
+test-latest:
+	rm -rf $(LATEST) && mkdir $(LATEST) && echo "$(TORCH)" > $(LATEST)/torch-pin.txt
+	$(call install_into,$(LATEST),$(LATEST)/torch-pin.txt)
+	$(LATEST)/bin/pip freeze --exclude-editable | grep -iE '^(torch|transformers|trl|peft|accelerate|datasets|tokenizers|evaluate|huggingface.hub)=='
+	$(LATEST)/bin/python -m pytest tests
+
+lock: $(LATEST)/bin/python
+	{ sed -n '/^#/p' $(LOCK); $(LATEST)/bin/pip freeze --all --exclude-editable | grep -v '^pip==' | sed 's/+cpu$$//' | sort -f; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK)
+
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) $(LATEST) runs

@@ -6,9 +6,13 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
+
+from suites import config
 from suites.run.cli import run
+from suites.errors import UserError
 from tests.conftest import write_jsonl, write_yaml
-from tests.sft_common import chat_rows, sft_config
+from tests.sft_common import TINY_LLAMA, chat_rows, sft_config
 
 
 def _results(out):
@@ -76,6 +80,25 @@ def test_bad_row_exits_2_with_one_line_naming_file_and_line(tmp_path, capsys):
     assert run(["train", write_yaml(tmp_path / "cfg.yaml", raw)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "train.jsonl: line 4: roles out of order" in err[0]
+
+
+def test_flex_attention_without_a_gpu_exits_2_with_one_line(tmp_path, capsys, monkeypatch):
+    import torch
+
+    raw = sft_config(tmp_path, model={"from_config": dict(TINY_LLAMA), "attn_implementation": "flex_attention"})
+    assert run(["train", write_yaml(tmp_path / "cfg.yaml", raw)]) == 2  # sft_config trains with use_cpu
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "model.attn_implementation=flex_attention needs a CUDA GPU" in err[0]
+    assert "use sdpa" in err[0] and not os.path.exists(raw["output_dir"])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    raw["train"]["use_cpu"] = False
+    with pytest.raises(UserError, match="needs a CUDA GPU"):  # no GPU at all
+        config.from_dict(raw)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    config.from_dict(raw)  # on a GPU, flex attention is accepted
+    raw["model"]["attn_implementation"] = "sdpa"
+    raw["train"]["use_cpu"] = True
+    config.from_dict(raw)  # and sdpa everywhere
 
 
 def test_malformed_jsonl_exits_2(tmp_path, capsys):

@@ -92,7 +92,7 @@ def test_token_budget_batches_give_the_same_update_as_one_unpacked_batch(tmp_pat
         torch.testing.assert_close(padded[k], big[k], rtol=1e-4, atol=1e-6)
 
 
-def test_packing_on_by_default_except_where_it_could_leak(tmp_path):
+def test_packing_on_by_default_except_where_it_could_leak(tmp_path, monkeypatch):
     def packing(**sections):
         return config.from_dict(sft_config(tmp_path, **sections)).sft.packing
 
@@ -100,7 +100,9 @@ def test_packing_on_by_default_except_where_it_could_leak(tmp_path):
     assert packing(sft={"packing": False}) is False
     assert packing(model={"from_config": dict(TINY_LLAMA), "attn_implementation": "paged|sdpa"}) is False
     assert packing(model={"from_config": dict(TINY_LLAMA), "trust_remote_code": True}) is False
-    assert packing(model={"from_config": dict(TINY_LLAMA), "attn_implementation": "flex_attention"}) is True
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # flex attention needs a GPU
+    assert packing(model={"from_config": dict(TINY_LLAMA), "attn_implementation": "flex_attention"},
+                   train={"use_cpu": False}) is True
 
 
 def test_batch_tokens_checked_at_config_time(tmp_path):

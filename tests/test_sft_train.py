@@ -43,27 +43,65 @@ def test_best_fit_decreasing_fills_bins_and_keeps_every_document():
     assert len(bins) == 4  # 34 tokens need at least 4 bins of 10
 
 
-# flex_attention is the default on CUDA (suites/sft_speed.py); its forward pass runs on CPU too, so
-# the block mask it builds from the position-id restarts is checked here (its backward is GPU-only)
-@pytest.mark.parametrize("attn", ["sdpa", "eager", "flex_attention"])
-def test_packed_loss_equals_unpacked_loss(attn):
+def _tiny_llama(attn):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
     fields = {k: v for k, v in TINY_LLAMA.items() if k != "model_type"}
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=100, attn_implementation=attn, **fields)).eval()
-    docs = _docs()
+    return LlamaForCausalLM(LlamaConfig(vocab_size=100, attn_implementation=attn, **fields)).eval()
+
+
+def _kernel_disagreements(model, reference, lengths, atol=1e-4):
+    """Lengths at which `model`'s own attention kernel gives other logits than SDPA (`reference`, same
+    weights) for ONE unpadded causal sequence: no mask of ours is involved, so a difference there is the
+    kernel's, not our packing's. Probed here, in this process, because it depends on the machine and on
+    torch's compile state (seen: flex_attention of torch 2.13.0+cpu on a 2-core AMD EPYC)."""
+    bad = {}
+    g = torch.Generator().manual_seed(1)
+    for n in sorted(set(lengths)):
+        ids = torch.randint(5, 100, (1, n), generator=g)
+        with torch.no_grad():
+            diff = (model(input_ids=ids, use_cache=False).logits -
+                    reference(input_ids=ids, use_cache=False).logits).abs().max().item()
+        if diff > atol:
+            bad[n] = round(diff, 4)
+    return bad
+
+
+# flex_attention is the default on CUDA (suites/sft_speed.py); its forward pass runs on CPU too, so the
+# block mask it builds from the position-id restarts is checked here (its backward is GPU-only).
+# The reference is each document alone under SDPA (cross-checked with eager), never the backend under
+# test, so what is compared is our masks and position ids, not one kernel with itself.
+@pytest.mark.parametrize("attn", ["sdpa", "eager", "flex_attention"])
+def test_packed_loss_equals_unpacked_loss(attn):
+    import copy
+
     import datasets
 
+    model = _tiny_llama(attn)
+    sdpa, eager = copy.deepcopy(model), copy.deepcopy(model)
+    sdpa.set_attn_implementation("sdpa")
+    eager.set_attn_implementation("eager")
+    docs = _docs()
     packed = pack_documents(datasets.Dataset.from_list(docs), 40)
     batch = PackedCollator()(list(packed))
+    padded = PaddingCollator(0)(docs)
     assert "attention_mask" not in batch and batch["input_ids"].shape[0] == 1
     assert (batch["position_ids"] == 0).sum() == len(docs)
     with torch.no_grad():
-        packed_sum, packed_n = _nll_sum(model, batch)
-        alone = [_nll_sum(model, PaddingCollator(0)([d])) for d in docs]
-        padded_sum, padded_n = _nll_sum(model, PaddingCollator(0)(docs))
+        alone = [_nll_sum(sdpa, PaddingCollator(0)([d])) for d in docs]
+        alone_eager = sum(_nll_sum(eager, PaddingCollator(0)([d]))[0] for d in docs)
     alone_sum, alone_n = sum(s for s, _ in alone), sum(n for _, n in alone)
+    torch.testing.assert_close(alone_eager / alone_n, alone_sum / alone_n, rtol=0, atol=1e-5)
+    if attn != "sdpa":
+        bad = _kernel_disagreements(model, sdpa, [batch["input_ids"].shape[1], padded["input_ids"].shape[1]])
+        if bad:
+            pytest.skip(f"{attn} of torch {torch.__version__} on this machine gives other logits than SDPA for one "
+                        f"unpadded sequence of length {', '.join(map(str, bad))} (max |diff| "
+                        f"{', '.join(map(str, bad.values()))}): a kernel bug, so packing cannot be checked with it here")
+    with torch.no_grad():
+        packed_sum, packed_n = _nll_sum(model, batch)
+        padded_sum, padded_n = _nll_sum(model, padded)
     assert packed_n == alone_n == padded_n
     torch.testing.assert_close(packed_sum / packed_n, alone_sum / alone_n, rtol=0, atol=1e-5)
     torch.testing.assert_close(padded_sum / padded_n, alone_sum / alone_n, rtol=0, atol=1e-5)
@@ -134,14 +172,16 @@ def test_neftune_off_adds_no_noise_and_padding_rows_get_none(tmp_path):
     assert torch.all(noise[1, 1:] == 0) and torch.all(noise[0].abs() <= 5.0 / (3 * 8) ** 0.5)
 
 
-def test_leaky_attention_refused_with_packing(tmp_path):
+def test_leaky_attention_refused_with_packing(tmp_path, monkeypatch):
     raw = sft_config(tmp_path, sft={"packing": True}, model={"from_config": dict(TINY_LLAMA),
                                                              "attn_implementation": "paged|sdpa"})
     with pytest.raises(MISTAKES, match="attend to each other"):
         config.from_dict(raw)
     raw["sft"]["packing"] = False
     config.from_dict(raw)  # fine without packing
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # flex attention needs a GPU
     raw["sft"]["packing"], raw["model"]["attn_implementation"] = True, "flex_attention"
+    raw["train"]["use_cpu"] = False
     config.from_dict(raw)
 
 

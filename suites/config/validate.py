@@ -104,6 +104,9 @@ def validate(cfg) -> None:
             os.path.expanduser(m.name_or_path)):
         raise UserError(f"config: model.name_or_path: directory not found: {m.name_or_path}")
 
+    if m.attn_implementation == "flex_attention":
+        _check_flex_device(cfg)
+
     names = training_argument_names()
     for key in cfg.train:
         if key in RESERVED_TRAIN_KEYS:
@@ -191,6 +194,19 @@ def _lower_is_better_default(cfg) -> None:
     name = str(cfg.train.get("metric_for_best_model") or "").removeprefix("eval_")
     if name in lower and cfg.train.get("greater_is_better") is None:
         cfg.train["greater_is_better"] = False
+
+
+def _check_flex_device(cfg) -> None:
+    """flex_attention is refused off CUDA rather than switched to sdpa: an explicit choice is never
+    changed behind the user's back, and the fix is one key. On CPU torch has no backward pass for it,
+    and its forward was seen wrong at some sequence lengths (torch 2.13, AMD EPYC)."""
+    import torch
+
+    if torch.cuda.is_available() and not cfg.train.get("use_cpu"):
+        return
+    raise UserError(f"config: model.attn_implementation=flex_attention needs a CUDA GPU (on CPU, torch "
+                    f"{torch.__version__.split('+')[0]} has no backward pass for it and its forward is wrong at "
+                    "some lengths); use sdpa (packing works the same), or leave it unset for this machine's fastest")
 
 
 def _check_model_type(model_type) -> None:
