@@ -121,6 +121,9 @@ def validate(cfg) -> None:
             raise UserError(f"config: unknown key 'train.{key}' (not a TrainingArguments field)"
                             f"{hint_elsewhere(key, 'train') or did_you_mean(key, names)}")
     _check_train_types(cfg.train)
+    from suites.train_checks import check_values
+
+    check_values(cfg)  # ranges: batch sizes, epochs, steps, seed, lengths against the model's positions
 
     from .tracking import check_report_to
 

@@ -43,7 +43,7 @@ def test_overrides_parse_as_yaml(tmp_path, cls_config):
     (lambda c: c["data"].update(max_lenght=3), "unknown key 'data.max_lenght' (did you mean 'max_length'?)"),
     (lambda c: c.update(taks="x"), "unknown key 'taks' (did you mean 'task'?)"),
     (lambda c: c["train"].update(num_epochs=2), "unknown key 'train.num_epochs'"),
-    (lambda c: c["train"].update(output_dir="x"), "'train.output_dir' is set at the top level"),
+    (lambda c: c["train"].update(output_dir="x"), "train.output_dir ('x') contradicts the top-level output_dir"),
     (lambda c: c["data"].update(max_length="long"), "'data.max_length' must be int"),
     (lambda c: c.update(task="regress"), "'task' must be one of classification, seq2seq, sft"),
     (lambda c: c.pop("task"), "missing required key 'task'"),
