@@ -59,6 +59,12 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def label_value(name: str):
+    """A label name as the data wrote it: "1" of a file of 0/1 labels is the int 1 (names are kept as text
+    in the label map; text that does not spell its number back, like "01", stays text)."""
+    return _as_number(name)
+
+
 def _names(labels) -> list[str]:
     """Label names as the data's labels are named (data.labels: [0.0, 1.0] are "0" and "1")."""
     return [str(_as_number(x)) for x in labels]
@@ -143,7 +149,10 @@ class ClassificationTask(Task):
             self._check_best_metric()
         if "train" in splits and self.problem_type == SINGLE:
             self.class_weights = self._class_weights(train_labels)
-        log.info("classification: %s, %d labels %s", self.problem_type, len(self.labels), self.labels[:10])
+        if self.problem_type == REGRESSION:
+            log.info("classification: regression (one output, column '%s')", d.label_column)
+        else:
+            log.info("classification: %s, %d labels %s", self.problem_type, len(self.labels), self.labels[:10])
 
     def save(self, output_dir: str) -> None:
         with open(os.path.join(output_dir, LABEL_FILE), "w") as fh:
@@ -311,6 +320,13 @@ class ClassificationTask(Task):
         logits, labels = eval_pred.predictions, eval_pred.label_ids
         if isinstance(logits, tuple):
             logits = logits[0]
+        if self.problem_type in (REGRESSION, MULTI):
+            from .eval_rows import multi_label_rows, regression_rows
+
+            if self._eval_rows_wanted(labels):
+                self._write_eval_rows(regression_rows(self.eval_texts, logits, labels) if self.problem_type == REGRESSION
+                                      else multi_label_rows(self.eval_texts, logits, labels, self.labels,
+                                                            self.cfg.loss.multi_label_threshold, label_value))
         if self.problem_type == REGRESSION:
             return M.regression(logits, labels)
         if self.problem_type == MULTI:
@@ -320,18 +336,29 @@ class ClassificationTask(Task):
         self.save_eval_predictions(logits, labels)
         return metrics
 
+    def _eval_rows_wanted(self, labels) -> bool:
+        return int(os.environ.get("RANK", "0")) == 0 and self.eval_texts is not None and \
+            len(self.eval_texts) == len(labels)
+
     def save_eval_predictions(self, logits, labels) -> None:
         """OUTPUT_DIR/eval_predictions.jsonl: text, true and predicted label, confidence (for the report)."""
-        if int(os.environ.get("RANK", "0")) != 0 or self.eval_texts is None or len(self.eval_texts) != len(labels):
+        if not self._eval_rows_wanted(labels):
             return
         probs = M.softmax(logits)
+        rows = []
+        for text, y, p in zip(self.eval_texts, np.asarray(labels).reshape(-1), probs):
+            k = int(p.argmax())
+            rows.append({"text": text, "label": label_value(self.labels[int(y)]),
+                         "predicted": label_value(self.labels[k]),
+                         "confidence": round(float(p[k]), 6), "p_label": round(float(p[int(y)]), 6)})
+        self._write_eval_rows(rows)
+
+    def _write_eval_rows(self, rows) -> None:
         path = os.path.join(self.cfg.output_dir, "eval_predictions.jsonl")
+        os.makedirs(self.cfg.output_dir, exist_ok=True)
         with open(path + ".tmp", "w", encoding="utf-8") as fh:
-            for text, y, p in zip(self.eval_texts, np.asarray(labels).reshape(-1), probs):
-                k = int(p.argmax())
-                fh.write(json.dumps({"text": text, "label": self.labels[int(y)], "predicted": self.labels[k],
-                                     "confidence": round(float(p[k]), 6), "p_label": round(float(p[int(y)]), 6)},
-                                    ensure_ascii=False) + "\n")
+            for row in rows:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
         os.replace(path + ".tmp", path)
 
     def save_confusion_matrix(self, cm) -> None:
