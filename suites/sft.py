@@ -178,6 +178,19 @@ def generate(model, tokenizer, prompts: list[str], gen, batch_size: int, synced_
     return result
 
 
+def decode_completion(tokenizer, ids: list[int]) -> str:
+    """The generated ids decoded as one sequence. A byte-level model may stop (at a stop token or at
+    max_new_tokens) after the first bytes of a character: those bytes decode to U+FFFD, which is no text
+    the model wrote, so up to 3 such trailing tokens (a UTF-8 character has at most 4 bytes) are left out."""
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    for drop in range(1, min(3, len(ids)) + 1) if text.endswith("\ufffd") else ():
+        shorter = tokenizer.decode(ids[:-drop], skip_special_tokens=True)
+        if not shorter.endswith("\ufffd"):
+            text = shorter
+            break
+    return text.strip()
+
+
 def _generate_in_order(model, tokenizer, prompts, gen, batch_size, synced_gpus, quiet):
     model_was_training = model.training
     model.eval()
@@ -199,7 +212,7 @@ def _generate_in_order(model, tokenizer, prompts, gen, batch_size, synced_gpus, 
             rows = seqs[:, enc["input_ids"].shape[1]:].tolist()
             for row in rows:
                 cut = next((j for j, t in enumerate(row) if t in stops), len(row))
-                outs.append((tokenizer.decode(row[:cut], skip_special_tokens=True).strip(), cut))
+                outs.append((decode_completion(tokenizer, row[:cut]), cut))
             bar.update(len(rows), sum(n for _, n in outs[-len(rows):]))
     finally:
         bar.close()
