@@ -91,6 +91,7 @@ def _setup_logging(quiet: bool) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     logging.getLogger("trainsuite").setLevel(level)
+    logging.getLogger("absl").setLevel(logging.WARNING)  # rouge-score logs "Using default tokenizer." per call
     import transformers
 
     transformers.utils.logging.set_verbosity_warning()

@@ -109,3 +109,16 @@ def test_results_into_a_closed_pipe_is_no_traceback():
     proc = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True)
     assert proc.returncode == 0 and "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, \
         proc.stderr
+
+
+def test_rouge_scoring_logs_nothing_at_info(caplog):
+    # first hour, seq2seq: every evaluation logged "INFO absl: Using default tokenizer." (rouge-score)
+    import logging
+
+    from suites.cli import _setup_logging
+    from tasks.metrics.generation import generation_metrics
+
+    _setup_logging(False)
+    with caplog.at_level(logging.INFO):
+        generation_metrics(["a cat sat"], ["a cat sat"], [3])
+    assert "Using default tokenizer" not in caplog.text
