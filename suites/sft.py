@@ -52,8 +52,12 @@ class SuiteSFTTrainer(SuiteTrainer, trl.SFTTrainer):
             train_dataset = group_documents(train_dataset, s.batch_tokens, s.packing,
                                             pad_multiple(), seed=targs.seed)
             targs.per_device_train_batch_size = 1
-        elif s.packing:
-            train_dataset = pack_documents(train_dataset, s.max_length) if train_dataset is not None else None
+        elif s.packing and train_dataset is not None:
+            examples = len(train_dataset)
+            train_dataset = pack_documents(train_dataset, s.max_length)
+            # the schedule line counts these rows; say what they hold (results.json counts the examples)
+            log.info("sft.packing: %d training examples packed into %d rows of at most %d tokens",
+                     examples, len(train_dataset), s.max_length)
         if s.packing:
             eval_dataset = pack_documents(eval_dataset, s.max_length) if eval_dataset is not None else None
         if train_dataset is None:  # eval / predict: trl insists on a train set it will not use

@@ -4,6 +4,7 @@ each prompt with the training chat template; a completion that stops inside a ch
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 from suites import cli, config
@@ -20,10 +21,13 @@ def _predict(path, tmp_path, rows):
         return [json.loads(line) for line in fh]
 
 
-def test_plain_prompts_get_the_chat_template_of_a_messages_model(tmp_path):
+def test_plain_prompts_get_the_chat_template_of_a_messages_model(tmp_path, caplog):
     raw = sft_config(tmp_path)
     path = write_yaml(tmp_path / "cfg.yaml", raw)
-    assert cli.run(["train", path, "--quiet"]) == 0
+    with caplog.at_level(logging.INFO, logger="trainsuite"):
+        assert cli.run(["train", path]) == 0
+    # first hour: the schedule line said "4 training rows" of 32 examples; packing is now said
+    assert "sft.packing: 32 training examples packed into" in caplog.text
     run_dir = raw["output_dir"]
     assert json.load(open(os.path.join(run_dir, "sft_format.json")))["chat_template"] is True
     rows = _predict(path, tmp_path, [{"prompt": "repeat: red cat"}])
