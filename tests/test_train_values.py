@@ -131,3 +131,12 @@ def test_every_training_argument_is_accepted_or_refused_as_documented(tmp_path, 
         if f.name not in ("seed", "output_dir"):
             assert f.name in cfg.train
     assert "label_smoothing_factor" in refused
+
+
+def test_lora_over_a_from_scratch_model_is_refused(tmp_path):
+    # first hour, SFT: the starter's peft block kept with model.from_config trained and saved an adapter
+    # whose base (random weights) was never saved; eval/predict then failed on "names no base model"
+    from tests.sft_common import sft_config
+
+    msg = error_of(tmp_path, sft_config(tmp_path, peft={"r": 4}))
+    assert "peft (LoRA) with model.from_config" in msg
