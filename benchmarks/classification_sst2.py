@@ -70,7 +70,8 @@ def plain_trainer(train, dev, args, setting, workdir):
 
 
 def ours(train, dev, args, workdir):
-    from suites import config, runner
+    from suites import config
+    from suites.run import runner
 
     train_file, dev_file = os.path.join(workdir, "train.jsonl"), os.path.join(workdir, "dev.jsonl")
     for ds, f in ((train, train_file), (dev, dev_file)):

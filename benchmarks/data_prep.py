@@ -165,7 +165,7 @@ def config_for(case, args, workdir):
 def ours(cfg):
     """runner.build(cfg, "train"), its phases timed; (phases, family, task, tokenizer, trainer, encoded)."""
     import suites.modeling
-    import suites.runner as runner
+    import suites.run.runner as runner
     import tasks.io
     from suites.family import family_for
 

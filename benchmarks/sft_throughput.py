@@ -167,7 +167,9 @@ def run_ours(setting: str, a, work: str, data_file: str, tok_dir: str, model_dir
     step count, no checkpoints, no logging)."""
     import torch
 
-    from suites import config, runner
+    from suites import config
+
+    from suites.run import runner
 
     raw = {"task": "sft", "output_dir": os.path.join(work, setting), "seed": a.seed,
            "tokenizer": {"name_or_path": tok_dir}, "data": {"train": data_file},

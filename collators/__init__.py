@@ -1,4 +1,8 @@
-"""Batch building per task family: padding, label masking, packing."""
+"""Batch building per task family: padding, label masking, packing (classification.py, seq2seq.py,
+sft.py). A collator turns encoded rows into tensors; it knows nothing about files or trainers.
+
+May import: torch and the standard library; nothing of suites/ nor of tasks/.
+"""
 
 
 def round_up(n: int, multiple: int | None) -> int:

@@ -1,3 +1,15 @@
-"""trainsuite: task-specialized trainers for classification, seq2seq and SFT."""
+"""trainsuite: task-specialized trainers for classification, seq2seq and SFT.
+
+The layers, lowest first (tests/test_layers.py keeps every import pointing down):
+- tasks/ and collators/ (separate packages): data and metrics; batches.
+- suites/errors.py: the one-line user mistake.
+- suites/config/: the run config, its schema and every check made before a model loads.
+- suites/callbacks/: trainer callbacks every family gets (early stopping, non-finite guard, throughput).
+- suites/outputs/: report, figures, experiment tracking.
+- suites/ itself, the trainers: base.py (SuiteTrainer, what every family shares), one module per family
+  (classification.py, seq2seq.py, sft.py), family.py (a family's recipe), generation.py, modeling.py,
+  checkpoints.py, distributed.py, sft_speed.py.
+- suites/run/: the command line, the runner, the launcher, signals and resume.
+"""
 
 __version__ = "0.1.0"

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import sys
 import time
 
 import torch
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import Trainer, TrainingArguments
 
-GIB = 1024**3
-
+from .callbacks import find_callback
+from .callbacks.early_stopping import early_stopping_callbacks
+from .callbacks.nonfinite import NonFiniteGuard
+from .callbacks.throughput import PauseClock, count_samples, count_tokens, peak_memory
+from .checkpoints import save_checkpoint_atomically
+from .errors import UserError
 
 def pick_precision(train: dict) -> dict:
     """bf16 where the hardware supports it, fp32 otherwise; an explicit choice wins."""
@@ -58,8 +61,6 @@ def training_arguments(cfg, has_eval: bool, family_defaults: dict | None = None,
         merged["save_strategy"] = merged["eval_strategy"]
         if merged["eval_strategy"] == "steps":
             merged.setdefault("save_steps", merged.get("eval_steps") or merged.get("logging_steps"))
-    from .errors import UserError
-
     try:
         return args_cls(output_dir=cfg.output_dir, seed=cfg.seed, **merged)
     except (ValueError, TypeError) as exc:
@@ -70,25 +71,21 @@ class SuiteTrainer(Trainer):
     """transformers.Trainer plus throughput/memory logging and results.json."""
 
     def __init__(self, *args, suite_cfg=None, **kwargs):
-        from .early_stopping import early_stopping_callbacks
-        from .reliability import callbacks_for
-
         super().__init__(*args, **kwargs)
         self.suite_cfg = suite_cfg
-        # signals and non-finite steps (suites/reliability.py), early stopping (suites/early_stopping.py)
-        for cb in callbacks_for(suite_cfg) + early_stopping_callbacks(suite_cfg):
+        # non-finite steps and early stopping (suites/callbacks/); the run adds its signal handling
+        guard = NonFiniteGuard(getattr(suite_cfg, "nonfinite", "stop") if suite_cfg else "stop")
+        for cb in [guard] + early_stopping_callbacks(suite_cfg):
             self.add_callback(cb)
         self._last_log = (time.perf_counter(), 0, 0)  # time, tokens seen, samples seen
         self._samples_seen = 0  # documents in this process's micro-batches (packed rows hold several)
         self._tokens_seen = 0  # their real (non-pad) tokens
-        self._pause = _PauseClock()  # evaluation and checkpoint time, left out of tokens/s
+        self._pause = PauseClock()  # evaluation and checkpoint time, left out of tokens/s
         self.add_callback(self._pause)
 
-    # -- reliability (suites/reliability.py) -----------------------------------
+    # -- non-finite guard (suites/callbacks/nonfinite.py) ----------------------
     @property
     def _guard(self):
-        from .reliability import NonFiniteGuard, find_callback
-
         if not hasattr(self, "_guard_cb"):
             self._guard_cb = find_callback(self, NonFiniteGuard)
         return self._guard_cb
@@ -116,8 +113,6 @@ class SuiteTrainer(Trainer):
         share_like_other_files(output_dir or self.args.output_dir)  # weights 0644, not safetensors' 0600
 
     def _save_checkpoint(self, model, trial):
-        from .reliability import save_checkpoint_atomically
-
         save_checkpoint_atomically(self, super()._save_checkpoint, model, trial)
 
     # -- data order (also in distributed runs) --------------------------------
@@ -223,85 +218,6 @@ class EpochSeededLengthGroupedSampler(torch.utils.data.Sampler):
 
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
-
-
-def _as_count(t):
-    return int(t) if t.device.type == "cpu" else t  # a device tensor: summed without a sync
-
-
-def count_tokens(inputs: dict, encoder_decoder: bool = False):
-    """Real tokens of a micro-batch: the attention mask's ones (all of a padding-free packed row),
-    plus, for an encoder-decoder model, the target tokens its decoder works on."""
-    ids = inputs.get("input_ids")
-    if ids is None:
-        return 0
-    mask = inputs.get("attention_mask")
-    n = _as_count(mask.sum()) if mask is not None else int(ids.numel())
-    labels = inputs.get("labels")
-    if encoder_decoder and labels is not None:
-        n = n + _as_count((labels != -100).sum())
-    return n
-
-
-def count_samples(inputs: dict):
-    """Documents in a micro-batch: a packed row without attention mask holds one document per
-    position-id restart. On a GPU the count stays a device tensor (no sync per step); the log line
-    reads it."""
-    ids = inputs.get("input_ids")
-    if ids is None:
-        return 0
-    pos = inputs.get("position_ids")
-    if pos is not None and "attention_mask" not in inputs:
-        return _as_count((pos == 0).sum())
-    return int(ids.shape[0])
-
-
-class GenerationProgress:
-    """A tqdm bar over generated rows with generated tokens/s; silent when `disable`."""
-
-    def __init__(self, total: int, disable: bool, desc: str = "generating"):
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(total=total, desc=desc, unit="row", disable=disable, dynamic_ncols=True)
-        self.start, self.tokens = time.perf_counter(), 0
-
-    def update(self, rows: int, generated_tokens: int) -> None:
-        self.tokens += generated_tokens
-        rate = self.tokens / max(time.perf_counter() - self.start, 1e-9)
-        self.bar.set_postfix_str(f"{rate:,.0f} tok/s", refresh=False)
-        self.bar.update(rows)
-
-    def close(self) -> None:
-        self.bar.close()
-
-
-class _PauseClock(TrainerCallback):
-    """Time spent evaluating or saving between two training log lines (callbacks fire at the end
-    of a step, of an evaluation and of a save)."""
-
-    def __init__(self):
-        self.mark, self.paused = time.perf_counter(), 0.0
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.mark = time.perf_counter()
-
-    def _pause_end(self, *args, **kwargs):
-        now = time.perf_counter()
-        self.paused += now - self.mark
-        self.mark = now
-
-    on_evaluate = on_save = _pause_end
-
-    def take(self) -> float:
-        paused, self.paused = self.paused, 0.0
-        return paused
-
-
-def peak_memory() -> dict:
-    if torch.cuda.is_available():
-        return {"peak_mem_gib": round(torch.cuda.max_memory_allocated() / GIB, 3)}
-    # ru_maxrss is in KiB on Linux
-    return {"peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 3)}
 
 
 def _plain(v):

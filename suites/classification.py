@@ -1,15 +1,9 @@
-"""ClassificationTrainer: sequence classification with class weights and label smoothing.
-
-The loss is summed over the batch and divided by the number of labelled examples in the whole
-gradient-accumulation window (transformers passes it as `num_items_in_batch`), so that batch 8
-and batch 2 x accumulation 4 give the same update.
-"""
+"""ClassificationTrainer: sequence classification (single-label, multi-label, regression) with class
+weights and label smoothing; the loss is suites/losses.py's ClassificationLoss."""
 
 from __future__ import annotations
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from collators.classification import ClassificationCollator
 from tasks.classification import MULTI, REGRESSION, ClassificationTask, label_value
@@ -18,36 +12,12 @@ from tasks.tokenizer import BERT_LIKE
 
 from .base import SuiteTrainer
 from .family import Family, pad_multiple
+from .losses import ClassificationLoss
 from .modeling import apply_peft, load_model
 
 
 # classification heads across architectures: never quantized, always trained
 HEAD_MODULES = ("classifier", "score", "pre_classifier", "pooler")
-
-
-class ClassificationLoss:
-    def __init__(self, problem_type: str, class_weights=None, label_smoothing: float = 0.0):
-        self.problem_type = problem_type
-        self.weights = torch.tensor(class_weights, dtype=torch.float) if class_weights else None
-        self.smoothing = label_smoothing
-
-    def __call__(self, outputs, labels, num_items_in_batch=None):
-        logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
-        logits = logits.float()
-        if self.problem_type == REGRESSION:
-            total = F.mse_loss(logits.view(-1), labels.float().view(-1), reduction="sum")
-            count = labels.numel()
-        elif self.problem_type == MULTI:
-            total = F.binary_cross_entropy_with_logits(logits, labels.float(), reduction="sum")
-            count = labels.numel()
-        else:
-            # Weighted terms are divided by the example count, not the weight sum: that keeps the
-            # loss independent of how a window is split into micro-batches.
-            w = self.weights.to(logits.device) if self.weights is not None else None
-            total = F.cross_entropy(logits, labels, weight=w, label_smoothing=self.smoothing, reduction="sum")
-            count = labels.numel()
-        denom = num_items_in_batch if num_items_in_batch is not None else count
-        return total / denom
 
 
 class ClassificationTrainer(SuiteTrainer):

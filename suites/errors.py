@@ -1,10 +1,18 @@
-"""User mistakes: reported in one line, exit code 2, no traceback."""
+"""User mistakes: reported in one line, exit code 2, no traceback.
+
+UserError is a mistake in the config or the command line; the data layer raises its own
+tasks.errors.DataError. MISTAKES catches both, wherever a run turns a mistake into its one line."""
+
+from tasks.errors import DataError
 
 
 class UserError(Exception):
-    """A mistake in the config, the command line or the data. The message names what and where."""
+    """A mistake in the config or the command line. The message names what and where."""
 
     exit_code = 2
+
+
+MISTAKES = (UserError, DataError)
 
 
 def did_you_mean(word: str, choices) -> str:

@@ -1,6 +1,6 @@
 """A task family's recipe: which task, model, collator and trainer make one run.
 
-The runner (suites/runner.py) drives every family the same way; a family names its parts and
+The runner (suites/run/runner.py) drives every family the same way; a family names its parts and
 overrides only what differs.
 """
 

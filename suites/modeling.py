@@ -3,29 +3,16 @@ from-scratch configs, 4/8-bit quantization and LoRA adapters."""
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 
 import torch
 
-from .errors import UserError
+from tasks.io import resolve_model as resolve
+
+from .errors import MISTAKES, UserError
 
 log = logging.getLogger("trainsuite")
-
-
-def resolve(name: str | None) -> str | None:
-    """`package:<module>/<subdir>` names a model shipped inside an installed Python package."""
-    if not name or not name.startswith("package:"):
-        return os.path.expanduser(name) if name and name.startswith("~") else name
-    module, _, sub = name[len("package:"):].partition("/")
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise UserError(f"model: package '{module}' is not installed (pip install {module.replace('_', '-')})")
-    path = os.path.join(list(spec.submodule_search_locations)[0], sub)
-    if not os.path.isdir(path):
-        raise UserError(f"model: {name}: no directory {sub!r} inside package {module}")
-    return path
 
 
 def _hub_error(what: str, name: str, exc: Exception) -> UserError:
@@ -71,7 +58,7 @@ def _once_for_all_ranks(make):
             box[0] = make()
         except BaseException as exc:  # the other ranks must not wait for a tokenizer forever
             # a UserError travels as it is; anything else (Ctrl-C, an unpicklable error) as a message
-            box[0] = exc if isinstance(exc, UserError) else RuntimeError(f"rank 0 failed: {exc!r}")
+            box[0] = exc if isinstance(exc, MISTAKES) else RuntimeError(f"rank 0 failed: {exc!r}")
             dist.broadcast_object_list(box, src=0)
             raise
     dist.broadcast_object_list(box, src=0)
@@ -105,7 +92,7 @@ def quantization_config(cfg, keep_full_precision=None):
 
 
 def _shards_weights(cfg) -> bool:
-    from .distributed_checks import fsdp_settings, zero_stage
+    from .config.distributed import fsdp_settings, zero_stage
 
     return zero_stage(cfg.train) == 3 or fsdp_settings(cfg.train) is not None
 
@@ -201,6 +188,22 @@ def apply_peft(cfg, model, task_type: str):
     except ValueError as exc:
         raise UserError(f"config: peft: {str(exc).splitlines()[0]}") from None
     return model
+
+
+def check_position_table(model_config, lengths: dict, from_scratch: bool) -> None:
+    """Models with a position table (BART, Marian, Pegasus, GPT-2 ...) index past its end, with an
+    IndexError in the middle of training or generation, when a configured length exceeds it.
+    `lengths`: config key -> the length it sets (None: unset)."""
+    from .config.model_type import T5_FAMILY
+
+    limit = getattr(model_config, "max_position_embeddings", None)
+    if not isinstance(limit, int) or model_config.model_type in T5_FAMILY:  # T5: relative positions
+        return
+    for key, n in lengths.items():
+        if n is not None and n > limit:
+            raise UserError(f"config: {key}={n} exceeds the {limit} positions of the "
+                            f"{model_config.model_type} model (max_position_embeddings); lower {key}"
+                            + (" or raise model.from_config.max_position_embeddings" if from_scratch else ""))
 
 
 def parameter_counts(model) -> dict:

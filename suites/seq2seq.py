@@ -11,47 +11,31 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import logging
-import math
 import os
 import time
 
 import torch
-import torch.nn.functional as F
 import transformers
 
 from collators.seq2seq import IGNORE_INDEX, Seq2SeqCollator
+from tasks import io
 from tasks.seq2seq import SOURCE_TEXT, TARGET_TEXT, Seq2SeqTask
 from tasks.tokenizer import BART_LIKE, T5_LIKE
 
-from .base import GenerationProgress, SuiteTrainer
+from .base import SuiteTrainer
 from .distributed import model_is_sharded
 from .errors import UserError
 from .family import Family, pad_multiple
-from .modeling import apply_peft, load_model
-from .validate import T5_FAMILY
+from .generation import generate_in_order, generation_settings
+from .losses import Seq2SeqLoss
+from .modeling import apply_peft, check_position_table, load_model
+from .config.model_type import T5_FAMILY
 
 log = logging.getLogger("trainsuite")
 
 # Architectures whose decoder starts from the pad token; the others (BART-like) start from </s>.
 PAD_STARTS = (*T5_FAMILY, "marian", "pegasus", "pegasus_x")
-
-
-class Seq2SeqLoss:
-    """Token cross-entropy with label smoothing; -100 labels count neither in the sum nor in the
-    divisor. Divided by the label tokens of the whole accumulation window (`num_items_in_batch`)."""
-
-    def __init__(self, label_smoothing: float = 0.0):
-        self.smoothing = label_smoothing
-
-    def __call__(self, outputs, labels, num_items_in_batch=None):
-        logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
-        labels = labels.to(logits.device)
-        total = F.cross_entropy(logits.float().view(-1, logits.size(-1)), labels.view(-1),
-                                ignore_index=IGNORE_INDEX, label_smoothing=self.smoothing, reduction="sum")
-        count = num_items_in_batch if num_items_in_batch is not None else (labels != IGNORE_INDEX).sum()
-        return total / count
 
 
 def decoder_inputs(model, labels: torch.Tensor) -> torch.Tensor:
@@ -99,20 +83,13 @@ class Seq2SeqSuiteTrainer(SuiteTrainer, transformers.Seq2SeqTrainer):
     def generation_config(self, model, **overrides) -> transformers.GenerationConfig:
         g = self.generation
         gc = copy.deepcopy(model.generation_config)
-        settings = {"num_beams": 1, "max_new_tokens": 128, "do_sample": False}
-        if g is not None:
-            settings = {"num_beams": g.num_beams, "max_new_tokens": g.max_new_tokens,
-                        "no_repeat_ngram_size": g.no_repeat_ngram_size, "do_sample": g.do_sample}
-            if g.num_beams > 1:
-                settings.update(length_penalty=g.length_penalty, early_stopping=True)
-            if g.do_sample:
-                settings.update(temperature=g.temperature, top_p=g.top_p)
-            if g.forced_bos_token:
-                tid = self.processing_class.convert_tokens_to_ids(g.forced_bos_token)
-                if tid is None or tid == self.processing_class.unk_token_id:
-                    raise UserError(f"config: generation.forced_bos_token {g.forced_bos_token!r} "
-                                    "is not a token of the tokenizer")
-                settings["forced_bos_token_id"] = tid
+        settings = generation_settings(g)
+        if g is not None and g.forced_bos_token:
+            tid = self.processing_class.convert_tokens_to_ids(g.forced_bos_token)
+            if tid is None or tid == self.processing_class.unk_token_id:
+                raise UserError(f"config: generation.forced_bos_token {g.forced_bos_token!r} "
+                                "is not a token of the tokenizer")
+            settings["forced_bos_token_id"] = tid
         settings.update({k: v for k, v in overrides.items() if v is not None})
         if overrides.get("max_length") is not None and overrides.get("max_new_tokens") is None:
             settings["max_new_tokens"] = None  # an explicit max_length asked for by the caller
@@ -123,7 +100,7 @@ class Seq2SeqSuiteTrainer(SuiteTrainer, transformers.Seq2SeqTrainer):
 
     def generate_texts(self, dataset, with_loss: bool = False, **gen_kwargs) -> dict:
         """Hypotheses for every row of `dataset`, in row order, plus generated lengths and, with
-        `with_loss`, the teacher-forced loss over all label tokens."""
+        `with_loss`, the teacher-forced loss over all label tokens (suites/generation.py batches)."""
         model = self.accelerator.unwrap_model(self.model)
         was_training = model.training
         model.eval()
@@ -132,54 +109,26 @@ class Seq2SeqSuiteTrainer(SuiteTrainer, transformers.Seq2SeqTrainer):
             columns = [c for c in ("input_ids", "attention_mask", "labels") if c in dataset.column_names]
             data = {c: dataset[c][:] for c in columns}  # whole columns (a lazy column reads row by row)
             with_loss = with_loss and "labels" in data
-            n = len(dataset)
-            order = sorted(range(n), key=lambda i: -len(data["input_ids"][i]))
-            mine = order[self.args.process_index::self.args.world_size]
-            size = (self.generation.batch_size if self.generation and self.generation.batch_size
-                    else self.args.per_device_eval_batch_size)
-            hyps, lens, loss_sum, tokens = {}, {}, 0.0, 0
             synced = model_is_sharded(self.args)
-            if synced:  # a sharded model: every rank joins every forward, so all run the same number of batches
-                rounds = math.ceil(math.ceil(n / self.args.world_size) / size)
-                mine = mine + [order[0]] * (rounds * size - len(mine))  # filler rows, dropped below
-            real = len(order[self.args.process_index::self.args.world_size])
-            pos = 0
-            bar = GenerationProgress(real, self.args.disable_tqdm or not self.is_world_process_zero())
-            while pos < len(mine):
-                idx = mine[pos:pos + size]
+
+            def run_batch(idx, keep):
                 batch = self.data_collator([{c: data[c][i] for c in columns} for i in idx])
                 batch = {k: v.to(self.args.device) for k, v in batch.items()}
-                keep = max(0, min(len(idx), real - pos))  # filler rows come last
                 if keep < len(idx) and "labels" in batch:  # filler rows count in no loss
                     batch["labels"] = batch["labels"].clone()
                     batch["labels"][keep:] = IGNORE_INDEX
-                try:
-                    texts, lengths, loss, count = self._generate_batch(model, batch, gc, with_loss, synced)
-                except torch.cuda.OutOfMemoryError:
-                    if size == 1 or synced:
-                        raise
-                    size = max(1, size // 2)
-                    torch.cuda.empty_cache()
-                    log.warning("generation ran out of GPU memory; batch size now %d", size)
-                    continue
-                for i, t, length in zip(idx[:keep], texts, lengths):
-                    hyps[i], lens[i] = t, length
-                loss_sum, tokens = loss_sum + loss, tokens + count
-                pos += len(idx)
-                bar.update(keep, sum(lengths[:keep]))
-            bar.close()
-            if self.args.world_size > 1:
-                gathered = [None] * self.args.world_size
-                torch.distributed.all_gather_object(gathered, (hyps, lens, loss_sum, tokens))
-                hyps, lens, loss_sum, tokens = {}, {}, 0.0, 0
-                for h, le, ls, tk in gathered:
-                    hyps.update(h)
-                    lens.update(le)
-                    loss_sum, tokens = loss_sum + ls, tokens + tk
+                texts, lengths, loss, count = self._generate_batch(model, batch, gc, with_loss, synced)
+                return list(zip(texts, lengths)), (loss, count)
+
+            size = (self.generation.batch_size if self.generation and self.generation.batch_size
+                    else self.args.per_device_eval_batch_size)
+            outs, stats = generate_in_order([len(x) for x in data["input_ids"]], run_batch, size, synced,
+                                            quiet=self.args.disable_tqdm or not self.is_world_process_zero())
         finally:
             model.train(was_training)
-        out = {"hypotheses": [hyps[i] for i in range(n)], "gen_lengths": [lens[i] for i in range(n)]}
+        out = {"hypotheses": [h for h, _ in outs], "gen_lengths": [n for _, n in outs]}
         if with_loss:
+            loss_sum, tokens = stats or (0.0, 0)
             out["loss"] = loss_sum / max(tokens, 1)
         return out
 
@@ -253,14 +202,8 @@ class Seq2SeqSuiteTrainer(SuiteTrainer, transformers.Seq2SeqTrainer):
         """OUTPUT_DIR/predictions/<name>: one {source, reference, hypothesis} line per row, atomically."""
         if not self.is_world_process_zero():
             return None
-        folder = os.path.join(self.args.output_dir, "predictions")
-        os.makedirs(folder, exist_ok=True)
-        path = os.path.join(folder, name)
-        with open(path + ".tmp", "w", encoding="utf-8") as fh:
-            for s, r, h in zip(sources, references, hypotheses):
-                fh.write(json.dumps({"source": s, "reference": r, "hypothesis": h}, ensure_ascii=False) + "\n")
-        os.replace(path + ".tmp", path)
-        return path
+        return io.write_jsonl(os.path.join(self.args.output_dir, "predictions", name), (
+            {"source": s, "reference": r, "hypothesis": h} for s, r, h in zip(sources, references, hypotheses)))
 
 
 class Seq2SeqFamily(Family):
@@ -304,31 +247,18 @@ class Seq2SeqFamily(Family):
         if not model.config.is_encoder_decoder:
             raise UserError(f"config: task seq2seq needs an encoder-decoder model (T5, BART, Marian ...), "
                             f"got {model.config.model_type}")
-        self.check_positions(model.config)
-        return apply_peft(self.cfg, model, "SEQ_2_SEQ_LM")
-
-    def check_positions(self, model_config) -> None:
-        """Models with a position table (BART, Marian, Pegasus ...) index past its end, with an IndexError
-        in the middle of training or generation, when the configured lengths exceed it."""
-        limit = getattr(model_config, "max_position_embeddings", None)
-        if not isinstance(limit, int) or model_config.model_type in T5_FAMILY:
-            return
         g = self.cfg.generation
-        lengths = {"data.max_source_length": self.cfg.data.max_source_length,
-                   "data.max_target_length": self.cfg.data.max_target_length,
-                   "generation.max_new_tokens": g.max_new_tokens if g is not None else None}
-        for key, n in lengths.items():
-            if n is not None and n > limit:
-                raise UserError(f"config: {key}={n} exceeds the {limit} positions of the "
-                                f"{model_config.model_type} model (max_position_embeddings); lower {key}"
-                                + (" or raise model.from_config.max_position_embeddings"
-                                   if self.cfg.model.from_config is not None else ""))
+        check_position_table(model.config, {"data.max_source_length": self.cfg.data.max_source_length,
+                                            "data.max_target_length": self.cfg.data.max_target_length,
+                                            "generation.max_new_tokens": g.max_new_tokens if g else None},
+                             from_scratch=self.cfg.model.from_config is not None)
+        return apply_peft(self.cfg, model, "SEQ_2_SEQ_LM")
 
     def collator(self, tokenizer, task):
         return Seq2SeqCollator(tokenizer, pad_to_multiple_of=pad_multiple())
 
     def trainer_kwargs(self, tokenizer, task) -> dict:
-        smoothing = self.cfg.loss.label_smoothing or 0.0  # its default is resolved in suites/validate.py
+        smoothing = self.cfg.loss.label_smoothing or 0.0  # its default is resolved in suites/config/validate.py
         return {"compute_loss_func": Seq2SeqLoss(smoothing),
                 "generation": self.cfg.generation, "metrics_fn": task.generation_metrics}
 

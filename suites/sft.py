@@ -14,7 +14,6 @@ whole accumulation window (`num_items_in_batch`), so batch 8 == batch 2 x accumu
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -24,12 +23,14 @@ import trl
 from transformers.trainer_utils import EvalLoopOutput
 
 from collators.sft import PackedCollator, PaddingCollator, document_lengths, group_documents, pack_documents
+from tasks import io
 from tasks.instruction import InstructionTask
 from tasks.tokenizer import CHAT_LIKE
 
-from .base import GenerationProgress, SuiteTrainer
+from .base import SuiteTrainer
 from .distributed import model_is_sharded
 from .family import Family, pad_multiple
+from .generation import generate_in_order, generation_settings
 from .modeling import apply_peft, load_model
 from .sft_speed import attention_kwargs, speed_defaults, use_generation_attention
 
@@ -138,11 +139,8 @@ class SuiteSFTTrainer(SuiteTrainer, trl.SFTTrainer):
                         quiet=self.args.disable_tqdm or not self.is_world_process_zero())
         preds, refs = [o[0] for o in outs], [r for _, r in rows]
         if self.is_world_process_zero():
-            os.makedirs(self.args.output_dir, exist_ok=True)
-            with open(os.path.join(self.args.output_dir, "eval_generations.jsonl"), "w", encoding="utf-8") as fh:
-                for (prompt, ref), (pred, _) in zip(rows, outs):
-                    fh.write(json.dumps({"prompt": prompt, "prediction": pred, "reference": ref},
-                                        ensure_ascii=False) + "\n")
+            io.write_jsonl(os.path.join(self.args.output_dir, "eval_generations.jsonl"), (
+                {"prompt": prompt, "prediction": pred, "reference": ref} for (prompt, ref), (pred, _) in zip(rows, outs)))
         return generation_metrics(preds, refs, [o[1] for o in outs])
 
 
@@ -150,36 +148,6 @@ def stop_token_ids(tokenizer) -> list[int]:
     ids = [tokenizer.eos_token_id] + [tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|eot_id|>")
                                       if t in tokenizer.get_vocab()]
     return [i for i in dict.fromkeys(ids) if i is not None]
-
-
-@torch.no_grad()
-def generate(model, tokenizer, prompts: list[str], gen, batch_size: int, synced_gpus: bool = False,
-             quiet: bool = True) -> list[tuple[str, int]]:
-    """Completions of `prompts` only (left padding, batched): (text, generated token count), in the
-    order of `prompts`, on every process. Prompts are batched longest first so that a batch holds
-    little padding. In a multi-process run each process generates every W-th of the sorted prompts
-    (equal counts, the last padded by repeats, so that a ZeRO-3/FSDP-sharded model, stepping together
-    under `synced_gpus`, sees the same number of generate calls everywhere) and the results are
-    gathered."""
-    import torch.distributed as dist
-
-    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-    if world > 1 and prompts:
-        rank, per_rank = dist.get_rank(), -(-len(order) // world)
-        mine = [order[min(k * world + rank, len(order) - 1)] for k in range(per_rank)]
-        outs = _generate_in_order(model, tokenizer, [prompts[i] for i in mine], gen, batch_size, synced_gpus,
-                                  quiet)
-        gathered = [None] * world
-        dist.all_gather_object(gathered, outs)
-        outs = [gathered[j % world][j // world] for j in range(len(order))]  # sorted position j
-    else:
-        outs = _generate_in_order(model, tokenizer, [prompts[i] for i in order], gen, batch_size, synced_gpus,
-                                  quiet)
-    result = [None] * len(prompts)
-    for i, out in zip(order, outs):
-        result[i] = out
-    return result
 
 
 def decode_completion(tokenizer, ids: list[int]) -> str:
@@ -195,31 +163,34 @@ def decode_completion(tokenizer, ids: list[int]) -> str:
     return text.strip()
 
 
-def _generate_in_order(model, tokenizer, prompts, gen, batch_size, synced_gpus, quiet):
+@torch.no_grad()
+def generate(model, tokenizer, prompts: list[str], gen, batch_size: int, synced_gpus: bool = False,
+             quiet: bool = True) -> list[tuple[str, int]]:
+    """Completions of `prompts` only (left padding, batched longest first, split over the processes by
+    suites/generation.py): (text, generated token count), in the order of `prompts`, on every process."""
     model_was_training = model.training
     model.eval()
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
     stops = stop_token_ids(tokenizer)
     device = next(model.parameters()).device
-    outs = []
     restore_attention = use_generation_attention(model)
-    bar = GenerationProgress(len(prompts), quiet)
+    settings = generation_settings(gen)
+
+    def run_batch(idx, keep):
+        enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True,
+                        add_special_tokens=False).to(device)
+        seqs = model.generate(**enc, **settings, eos_token_id=stops, pad_token_id=tokenizer.pad_token_id,
+                              synced_gpus=synced_gpus)
+        outs = []
+        for row in seqs[:, enc["input_ids"].shape[1]:].tolist():
+            cut = next((j for j, t in enumerate(row) if t in stops), len(row))
+            outs.append((decode_completion(tokenizer, row[:cut]), cut))
+        return outs, ()
+
     try:
-        for i in range(0, len(prompts), gen.batch_size or batch_size):
-            enc = tokenizer(prompts[i: i + (gen.batch_size or batch_size)], return_tensors="pt", padding=True,
-                            add_special_tokens=False).to(device)
-            sampling = dict(do_sample=True, temperature=gen.temperature, top_p=gen.top_p) if gen.do_sample else {
-                "do_sample": False}
-            seqs = model.generate(**enc, max_new_tokens=gen.max_new_tokens, num_beams=gen.num_beams,
-                                  eos_token_id=stops, pad_token_id=tokenizer.pad_token_id, synced_gpus=synced_gpus,
-                                  **sampling)
-            rows = seqs[:, enc["input_ids"].shape[1]:].tolist()
-            for row in rows:
-                cut = next((j for j, t in enumerate(row) if t in stops), len(row))
-                outs.append((decode_completion(tokenizer, row[:cut]), cut))
-            bar.update(len(rows), sum(n for _, n in outs[-len(rows):]))
+        outs, _ = generate_in_order([len(p) for p in prompts], run_batch, gen.batch_size or batch_size,
+                                    synced_gpus, quiet)
     finally:
-        bar.close()
         restore_attention()
         tokenizer.padding_side = side
         model.train(model_was_training)

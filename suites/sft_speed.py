@@ -4,7 +4,7 @@ Each choice is a small function of the config and of the machine, so that it can
 with the machine mocked:
 - attention: flash-attention (varlen, from the position ids of packed rows) when installed on a GPU
   that runs it, else flex attention (block masks) on CUDA, else PyTorch SDPA. All three read the
-  restarts of position_ids, so packed documents never see each other (suites/sft_checks.py);
+  restarts of position_ids, so packed documents never see each other (suites/config/sft.py);
   an explicit model.attn_implementation always wins.
 - Liger kernels (RMSNorm, SwiGLU, RoPE) on CUDA when liger-kernel is installed; trl keeps its own
   chunked LM-head loss, so Liger's fused linear cross-entropy stays off.
@@ -82,7 +82,7 @@ def attention_kwargs(cfg) -> dict:
     eager only) gets no argument, so transformers takes its eager attention instead of refusing sdpa."""
     if cfg.model.attn_implementation:
         return {}
-    from .sft_checks import model_type
+    from .config.model_type import model_type
 
     cls = model_class(model_type(cfg))
     for impl in machine_attention():

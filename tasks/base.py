@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from suites.errors import UserError
+from .errors import DataError
 
 from . import io
 
@@ -35,7 +35,7 @@ class Task:
             return {"predict": ds}
         if mode == "train" or d.eval is None:
             if d.train is None:
-                raise UserError("config: data.train is required" +
+                raise DataError("config: data.train is required" +
                                 ("" if mode == "train" else " (or set data.eval)"))
             out["train"] = self._read(d.train, "data.train", "train")
         if d.eval is not None:
@@ -47,7 +47,7 @@ class Task:
                      len(out["eval"]), len(out["train"]) + len(out["eval"]), d.eval_fraction)
         if mode == "eval":
             if "eval" not in out:
-                raise UserError("config: evaluation needs data.eval (or data.eval_fraction)")
+                raise DataError("config: evaluation needs data.eval (or data.eval_fraction)")
             out.pop("train", None)
         for split, limit in (("train", d.max_train_samples), ("eval", d.max_eval_samples)):
             if split in out and limit is not None and len(out[split]) > limit:
@@ -60,7 +60,7 @@ class Task:
         return ds
 
     def check(self, ds, key: str, spec) -> None:
-        """Row-level checks; raise UserError naming file, line and column."""
+        """Row-level checks; raise DataError naming file, line and column."""
 
     def line_column(self) -> str | None:
         """The input column that a plain text `predict --input` file fills, one row a line; None

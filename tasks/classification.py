@@ -14,7 +14,7 @@ from collections import Counter
 
 import numpy as np
 
-from suites.errors import UserError
+from .errors import DataError
 
 from . import io
 from .base import Task, where
@@ -97,17 +97,17 @@ class ClassificationTask(Task):
             need.append(d.label_column)
         for col in need:
             if col not in cols:
-                raise UserError(f"{key}: {spec}: no column '{col}' (found: {', '.join(sorted(cols - {io.LINE}))})")
+                raise DataError(f"{key}: {spec}: no column '{col}' (found: {', '.join(sorted(cols - {io.LINE}))})")
         text_cols = need[:2] if d.text_pair_column else need[:1]
         for col in text_cols:
             for i, t in enumerate(io.values(ds, col)):
                 # predict keeps empty texts (an empty line of a plain text --input): row n answers input n
                 if t is None or (key != "predict" and not str(t).strip()):
-                    raise UserError(f"{where(spec, ds[i])}: column '{col}' is empty")
+                    raise DataError(f"{where(spec, ds[i])}: column '{col}' is empty")
         if key != "predict":
             for i, v in enumerate(io.values(ds, d.label_column)):
                 if v is None or (isinstance(v, str) and not v.strip()):
-                    raise UserError(f"{where(spec, ds[i])}: column '{d.label_column}' is empty")
+                    raise DataError(f"{where(spec, ds[i])}: column '{d.label_column}' is empty")
 
     # -- labels --------------------------------------------------------------
     def setup(self, splits, tokenizer) -> None:
@@ -141,10 +141,10 @@ class ClassificationTask(Task):
             trained_here = os.path.isfile(os.path.join(self.cfg.output_dir, LABEL_FILE))
             hint = f"; to use the model trained into {self.cfg.output_dir}, add model.name_or_path=" \
                 f"{self.cfg.output_dir}" if trained_here else ""
-            raise UserError(f"config: evaluating a model without a trained classification head "
+            raise DataError(f"config: evaluating a model without a trained classification head "
                             f"({self.cfg.model.name_or_path}): set data.labels (the label names in id order){hint}")
         if self.problem_type != REGRESSION and len(self.labels) < 2:
-            raise UserError(f"data.train: only one label ({self.labels}) in column '{d.label_column}'; "
+            raise DataError(f"data.train: only one label ({self.labels}) in column '{d.label_column}'; "
                             "classification needs at least two")
         self.label2id = {name: i for i, name in enumerate(self.labels)}
         if "train" in splits:
@@ -163,9 +163,7 @@ class ClassificationTask(Task):
 
     def _checkpoint_labels(self):
         """(problem_type, labels) from a fine-tuned checkpoint's config.json, if it has a head."""
-        from suites.modeling import resolve
-
-        path = resolve(self.cfg.model.name_or_path) if self.cfg.model.name_or_path else None
+        path = io.resolve_model(self.cfg.model.name_or_path) if self.cfg.model.name_or_path else None
         label_file = os.path.join(path, LABEL_FILE) if path else None
         if label_file and os.path.isfile(label_file):  # written by our training runs (LoRA ones too)
             with open(label_file) as fh:
@@ -195,15 +193,15 @@ class ClassificationTask(Task):
         """Options the loss of this problem type would ignore are refused, not dropped silently."""
         loss = self.cfg.loss
         if self.problem_type != SINGLE and loss.class_weights is not None:
-            raise UserError(f"config: loss.class_weights applies to single-label classification, not to "
+            raise DataError(f"config: loss.class_weights applies to single-label classification, not to "
                             f"{self.problem_type} (data.label_column '{self.cfg.data.label_column}')")
         if self.problem_type != SINGLE and loss.label_smoothing:
-            raise UserError(f"config: loss.label_smoothing applies to single-label classification, not to "
+            raise DataError(f"config: loss.label_smoothing applies to single-label classification, not to "
                             f"{self.problem_type}")
         if loss.label_smoothing is not None and not 0 <= loss.label_smoothing < 1:
-            raise UserError(f"config: loss.label_smoothing must be at least 0 and below 1, got {loss.label_smoothing}")
+            raise DataError(f"config: loss.label_smoothing must be at least 0 and below 1, got {loss.label_smoothing}")
         if self.problem_type == MULTI and not 0 < loss.multi_label_threshold < 1:
-            raise UserError("config: loss.multi_label_threshold is a probability and must be between 0 and 1, "
+            raise DataError("config: loss.multi_label_threshold is a probability and must be between 0 and 1, "
                             f"got {loss.multi_label_threshold}")
 
     def metric_names(self) -> list[str]:
@@ -222,7 +220,7 @@ class ClassificationTask(Task):
         known = ["loss"] + self.metric_names()
         if name not in known + ["runtime", "samples_per_second", "steps_per_second"]:
             kind = f"{self.problem_type}, {len(self.labels)} labels" if self.labels else self.problem_type
-            raise UserError(f"config: train.metric_for_best_model: '{metric}' is not a metric of this run "
+            raise DataError(f"config: train.metric_for_best_model: '{metric}' is not a metric of this run "
                             f"({kind}); choose one of: {', '.join(known)}")
 
     def _class_weights(self, values):
@@ -235,7 +233,7 @@ class ClassificationTask(Task):
             return [n / (k * counts[name]) if counts[name] else 0.0 for name in self.labels]
         if not isinstance(cw, list) or len(cw) != len(self.labels) or not all(
                 _is_number(x) and math.isfinite(x) and x >= 0 for x in cw) or not any(cw):
-            raise UserError(f"config: loss.class_weights must be 'auto' or a list of {len(self.labels)} "
+            raise DataError(f"config: loss.class_weights must be 'auto' or a list of {len(self.labels)} "
                             f"non-negative numbers, not all 0 (one per label, in order {self.labels}); got {cw}")
         return [float(x) for x in cw]
 
@@ -246,9 +244,9 @@ class ClassificationTask(Task):
             name = str(raw)
         if name not in self.label2id:
             if isinstance(v, int) and not isinstance(v, bool):
-                raise UserError(f"{where(spec, row)}: label {v} in column '{self.cfg.data.label_column}' "
+                raise DataError(f"{where(spec, row)}: label {v} in column '{self.cfg.data.label_column}' "
                                 f"is out of range (known labels: {', '.join(self.labels)})")
-            raise UserError(f"{where(spec, row)}: unknown label {v!r} in column "
+            raise DataError(f"{where(spec, row)}: unknown label {v!r} in column "
                             f"'{self.cfg.data.label_column}' (known: {', '.join(self.labels[:20])})")
         return self.label2id[name]
 
@@ -286,10 +284,10 @@ class ClassificationTask(Task):
                 try:
                     f = float(v)
                 except (TypeError, ValueError):
-                    raise UserError(f"{where(spec, row)}: label {v!r} is not a number "
+                    raise DataError(f"{where(spec, row)}: label {v!r} is not a number "
                                     "(problem_type: regression)") from None
                 if not math.isfinite(f):  # a NaN target makes every loss after it NaN
-                    raise UserError(f"{where(spec, row)}: label {v!r} is not a finite number "
+                    raise DataError(f"{where(spec, row)}: label {v!r} is not a finite number "
                                     "(problem_type: regression)")
                 out.append(f)
             elif self.problem_type == MULTI:

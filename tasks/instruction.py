@@ -23,7 +23,7 @@ import sys
 
 import numpy as np
 
-from suites.errors import UserError
+from .errors import DataError
 
 from . import io
 from .base import Task, where
@@ -71,17 +71,17 @@ def detect_format(cols) -> str | None:
 def data_format(cfg, cols, key: str = "data") -> str:
     fmt = cfg.data.format
     if fmt is not None and fmt not in FORMATS:
-        raise UserError(f"config: data.format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        raise DataError(f"config: data.format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     fmt = fmt or detect_format(cols)
     if fmt is None:
-        raise UserError(f"{key}: cannot tell the SFT data format from the columns "
+        raise DataError(f"{key}: cannot tell the SFT data format from the columns "
                         f"({', '.join(sorted(set(cols) - {io.LINE}))}); expected one of: "
                         + "; ".join(f"{f} ({', '.join(c)})" for f, c in COLUMNS.items()))
     return fmt
 
 
 def required_columns(cfg, cols, split) -> list[str]:
-    """Called by suites/validate.py before anything loads."""
+    """Called by suites/config/validate.py before anything loads."""
     fmt = data_format(cfg, cols, f"data.{split}")
     return (PREDICT_COLUMNS if split == "predict" else COLUMNS)[fmt]
 
@@ -89,7 +89,7 @@ def required_columns(cfg, cols, split) -> list[str]:
 def loss_on(cfg, fmt: str) -> str:
     chosen = cfg.sft.loss_on or DEFAULT_LOSS_ON[fmt]
     if chosen != "all" and fmt == "text":
-        raise UserError(f"config: sft.loss_on={chosen} needs prompt/completion or conversational data; "
+        raise DataError(f"config: sft.loss_on={chosen} needs prompt/completion or conversational data; "
                         "data.train is plain text (use sft.loss_on=all)")
     return chosen
 
@@ -210,30 +210,30 @@ class InstructionTask(Task):
     def check(self, ds, key, spec) -> None:
         fmt = data_format(self.cfg, ds.column_names, key)
         if self.format is not None and fmt != self.format and key != "predict":
-            raise UserError(f"{key}: {spec}: data format {fmt} differs from the training data's {self.format}; "
+            raise DataError(f"{key}: {spec}: data format {fmt} differs from the training data's {self.format}; "
                             "use one format (or set data.format)")
         self.format = self.format or fmt
         need = (PREDICT_COLUMNS if key == "predict" else COLUMNS)[fmt]
         for col in need:
             if col not in ds.column_names:
-                raise UserError(f"{key}: {spec}: no column '{col}' for data format {fmt} "
+                raise DataError(f"{key}: {spec}: no column '{col}' for data format {fmt} "
                                 f"(found: {', '.join(sorted(set(ds.column_names) - {io.LINE}))})")
         for row in io.iter_rows(ds):
             problem = record_problem(row, fmt, need)
             if problem:
-                raise UserError(f"{where(spec, row)}: {problem}")
+                raise DataError(f"{where(spec, row)}: {problem}")
             msgs = to_messages(row, fmt)
             if msgs is not None:
                 self.chat = self.chat or key == "data.train"
                 problem = conversation_problem(msgs, need_assistant=False)
                 if problem:
-                    raise UserError(f"{where(spec, row)}: {problem}")
+                    raise DataError(f"{where(spec, row)}: {problem}")
                 continue
             for col in need:
                 if not isinstance(row[col], str):
-                    raise UserError(f"{where(spec, row)}: column '{col}' must be text, got {row[col]!r}")
+                    raise DataError(f"{where(spec, row)}: column '{col}' must be text, got {row[col]!r}")
             if fmt == "text" and not row["text"].strip():
-                raise UserError(f"{where(spec, row)}: column 'text' is empty")
+                raise DataError(f"{where(spec, row)}: column 'text' is empty")
 
     def texts_for_tokenizer(self, ds):
         fmt = self.format
@@ -290,7 +290,7 @@ class InstructionTask(Task):
         for i in turns if self.loss_on != "all" else []:  # loss on all needs no turn boundaries
             before, upto = render(i, True), render(i + 1)
             if not (upto.startswith(before) and text.startswith(upto)):
-                raise UserError("the chat template does not render a conversation as an extension of its first "
+                raise DataError("the chat template does not render a conversation as an extension of its first "
                                 "turns, which the assistant-only loss mask needs; set sft.loss_on=all or use a "
                                 "template that does (the built-in ChatML one does)")
             end = len(before) + len(upto[len(before):].rstrip())
@@ -314,10 +314,10 @@ class InstructionTask(Task):
 
         try:
             return self.render(row, tokenizer)
-        except UserError as err:
-            raise UserError(f"{where(spec, row)}: {err}") from None
+        except DataError as err:
+            raise DataError(f"{where(spec, row)}: {err}") from None
         except TemplateError as err:
-            raise UserError(f"{where(spec, row)}: the chat template refused this conversation: {err}") from None
+            raise DataError(f"{where(spec, row)}: the chat template refused this conversation: {err}") from None
 
     # -- encoding ------------------------------------------------------------
     def encode(self, ds, tokenizer, split):
@@ -328,11 +328,11 @@ class InstructionTask(Task):
         if split == "predict":
             from .trained_chat import as_user_turn, trained_on_chat
 
-            chat = self.format == "prompt_completion" and trained_on_chat(self.cfg)
+            chat = self.format == "prompt_completion" and trained_on_chat(self.cfg, detect_format)
             rows = [self.render_row(as_user_turn(r) if chat and isinstance(r["prompt"], str) else r, tokenizer, spec)
                     for r in io.iter_rows(ds)]
             if any(p is None for _, _, p, _ in rows):
-                raise UserError(f"{key}: predict needs prompts; plain text rows have none")
+                raise DataError(f"{key}: predict needs prompts; plain text rows have none")
             return datasets.Dataset.from_dict({"prompt": [r[2] for r in rows], "reference": [r[3] for r in rows]})
         max_len, overlong = self.cfg.sft.max_length, self.cfg.sft.overlong
         ids_col, labels_col, gen_rows = [], [], []
@@ -373,7 +373,7 @@ class InstructionTask(Task):
             if msgs is not None and why is None and self.loss_on != "all":
                 why = ("its assistant turns give no token to train on (empty answers, or a chat template "
                        "that renders no text for them)")
-            raise UserError(f"{key}: {len(empty)} of {len(ds)} rows have no trained tokens with "
+            raise DataError(f"{key}: {len(empty)} of {len(ds)} rows have no trained tokens with "
                             f"sft.loss_on={self.loss_on}, e.g. {where(spec, empty[0])}"
                             f"{': ' + why if why else ''}; fix or remove them (or set sft.loss_on=all)")
         self.stats[split] = {"rows": len(ds), "truncated": truncated, "dropped_overlong": dropped,
@@ -383,6 +383,6 @@ class InstructionTask(Task):
                         "dropped" if dropped else "truncated",
                         f" ({emptied} then dropped: no trained token left)" if emptied else "")
         if not ids_col:
-            raise UserError(f"{key}: no rows left after sft.overlong={overlong} (sft.max_length={max_len})")
+            raise DataError(f"{key}: no rows left after sft.overlong={overlong} (sft.max_length={max_len})")
         self.generation_rows[split] = gen_rows
         return datasets.Dataset.from_dict({"input_ids": ids_col, "labels": labels_col})

@@ -7,11 +7,12 @@ of each record in its source file, so that later checks can point at the exact p
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import os
 from typing import Any
 
-from suites.errors import UserError
+from .errors import DataError
 
 TABULAR = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet",
            ".txt": "text"}
@@ -21,6 +22,20 @@ LINE = "_line"
 def file_kind(path: str) -> str | None:
     ext = os.path.splitext(path)[1].lower()
     return TABULAR.get(ext)
+
+
+def resolve_model(name: str | None) -> str | None:
+    """`package:<module>/<subdir>` names a model shipped inside an installed Python package."""
+    if not name or not name.startswith("package:"):
+        return os.path.expanduser(name) if name and name.startswith("~") else name
+    module, _, sub = name[len("package:"):].partition("/")
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError(f"model: package '{module}' is not installed (pip install {module.replace('_', '-')})")
+    path = os.path.join(list(spec.submodule_search_locations)[0], sub)
+    if not os.path.isdir(path):
+        raise DataError(f"model: {name}: no directory {sub!r} inside package {module}")
+    return path
 
 
 def is_local(spec: Any) -> bool:
@@ -34,24 +49,24 @@ def is_local(spec: Any) -> bool:
 def check_exists(spec: Any, key: str) -> None:
     if isinstance(spec, dict) and "hub" not in spec:
         if not spec:
-            raise UserError(f"{key}: an empty mapping; give a file path or {{source: FILE, target: FILE}}")
+            raise DataError(f"{key}: an empty mapping; give a file path or {{source: FILE, target: FILE}}")
         for side, p in spec.items():
             if not isinstance(side, str) or not isinstance(p, str):
-                raise UserError(f"{key}.{side}: expected a file path for each side of aligned text files, "
+                raise DataError(f"{key}.{side}: expected a file path for each side of aligned text files, "
                                 f"got {p!r}")
             check_exists(p, f"{key}.{side}")
         return
     if is_local(spec) and os.path.isdir(os.path.expanduser(spec)):
-        raise UserError(f"{key}: {spec} is a directory; give a data file (csv, tsv, json, jsonl, parquet, txt)")
+        raise DataError(f"{key}: {spec} is a directory; give a data file (csv, tsv, json, jsonl, parquet, txt)")
     if is_local(spec) and not os.path.isfile(os.path.expanduser(spec)):
         where = "" if os.path.isabs(os.path.expanduser(spec)) else \
             f" (a relative path is looked for in the current directory, {os.getcwd()}, and in the config file's)"
-        raise UserError(f"{key}: file not found: {spec}{where}")
+        raise DataError(f"{key}: file not found: {spec}{where}")
 
 
-def _decode_error(path: str, exc: UnicodeDecodeError, text: bytes | None = None) -> UserError:
+def _decode_error(path: str, exc: UnicodeDecodeError, text: bytes | None = None) -> DataError:
     line = (text[: exc.start].count(b"\n") + 1) if text is not None else "?"
-    return UserError(f"{path}: line {line}: not UTF-8 text ({exc.reason}); re-save the file as UTF-8")
+    return DataError(f"{path}: line {line}: not UTF-8 text ({exc.reason}); re-save the file as UTF-8")
 
 
 def _read_text(path: str) -> str:
@@ -69,6 +84,17 @@ def _lines(text: str) -> list[str]:
     return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
 
 
+def write_jsonl(path: str, rows) -> str:
+    """One JSON object a line, written to a temporary file and renamed into place: a reader never
+    sees a half-written file."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".tmp", "w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(path + ".tmp", path)
+    return path
+
+
 def read_jsonl(path: str, limit: int | None = None) -> list[dict]:
     rows = []
     for n, line in enumerate(_lines(_read_text(path)), 1):
@@ -79,11 +105,11 @@ def read_jsonl(path: str, limit: int | None = None) -> list[dict]:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise UserError(f"{path}: line {n}: malformed JSON ({exc.msg} at column {exc.colno})") from None
+            raise DataError(f"{path}: line {n}: malformed JSON ({exc.msg} at column {exc.colno})") from None
         except RecursionError:
-            raise UserError(f"{path}: line {n}: JSON nested too deeply") from None
+            raise DataError(f"{path}: line {n}: JSON nested too deeply") from None
         if not isinstance(obj, dict):
-            raise UserError(f"{path}: line {n}: expected a JSON object, got {type(obj).__name__}")
+            raise DataError(f"{path}: line {n}: expected a JSON object, got {type(obj).__name__}")
         obj[LINE] = n
         rows.append(obj)
     return rows
@@ -96,13 +122,13 @@ def read_json(path: str) -> list[dict]:
     except json.JSONDecodeError as exc:
         if exc.msg == "Extra data":  # JSON Lines saved with a .json name
             return read_jsonl(path)
-        raise UserError(f"{path}: line {exc.lineno}: malformed JSON ({exc.msg})") from None
+        raise DataError(f"{path}: line {exc.lineno}: malformed JSON ({exc.msg})") from None
     except RecursionError:
-        raise UserError(f"{path}: JSON nested too deeply") from None
+        raise DataError(f"{path}: JSON nested too deeply") from None
     if isinstance(obj, dict) and "data" in obj and isinstance(obj["data"], list):
         obj = obj["data"]
     if not isinstance(obj, list) or not all(isinstance(r, dict) for r in obj):
-        raise UserError(f"{path}: expected a JSON list of objects (or JSON Lines)")
+        raise DataError(f"{path}: expected a JSON list of objects (or JSON Lines)")
     return [dict(r, **{LINE: i + 1}) for i, r in enumerate(obj)]
 
 
@@ -111,13 +137,13 @@ def read_delimited(path: str, delimiter: str) -> list[dict]:
     try:
         header = next(reader)
     except StopIteration:
-        raise UserError(f"{path}: empty file (expected a header line)") from None
+        raise DataError(f"{path}: empty file (expected a header line)") from None
     except csv.Error as exc:
-        raise UserError(f"{path}: line 1: malformed header ({exc})") from None
+        raise DataError(f"{path}: line 1: malformed header ({exc})") from None
     header = [h.strip() for h in header]
     twice = [h for i, h in enumerate(header) if h in header[:i]]
     if twice:
-        raise UserError(f"{path}: line 1: column {twice[0]!r} appears twice in the header")
+        raise DataError(f"{path}: line 1: column {twice[0]!r} appears twice in the header")
     rows = []
     while True:
         start = reader.line_num + 1  # the row's first line (a quoted field may run over several)
@@ -126,15 +152,15 @@ def read_delimited(path: str, delimiter: str) -> list[dict]:
         except StopIteration:
             break
         except csv.Error as exc:
-            raise UserError(f"{path}: line {start}: malformed row ({exc})") from None
+            raise DataError(f"{path}: line {start}: malformed row ({exc})") from None
         n = reader.line_num
         if not any(f.strip() for f in fields):
             continue
         if len(fields) != len(header) and n > start and "\n" in fields[-1]:
-            raise UserError(f"{path}: line {start}: a quote opened on this line is not closed (the field runs "
+            raise DataError(f"{path}: line {start}: a quote opened on this line is not closed (the field runs "
                             f"to line {n}); close it, or double a quote inside a quoted field (\"\")")
         if len(fields) != len(header):
-            raise UserError(f"{path}: line {n}: expected {len(header)} fields ({', '.join(header)}), "
+            raise DataError(f"{path}: line {n}: expected {len(header)} fields ({', '.join(header)}), "
                             f"found {len(fields)}")
         row = dict(zip(header, fields))
         row[LINE] = n
@@ -171,7 +197,7 @@ def load_lines(path: str, key: str, column: str):
     check_exists(path, key)
     lines = read_lines(os.path.expanduser(path))
     if not lines:
-        raise UserError(f"{key}: {path} holds no lines")
+        raise DataError(f"{key}: {path} holds no lines")
     return _dataset([{column: t, LINE: i + 1} for i, t in enumerate(lines)], path, key)
 
 
@@ -180,7 +206,7 @@ def read_parallel(spec: dict, key: str) -> list[dict]:
     counts = {side: len(v) for side, v in sides.items()}
     if len(set(counts.values())) > 1:
         detail = ", ".join(f"{spec[s]} has {c} lines" for s, c in counts.items())
-        raise UserError(f"{key}: parallel files are misaligned: {detail}")
+        raise DataError(f"{key}: parallel files are misaligned: {detail}")
     names = list(sides)
     return [dict({s: sides[s][i] for s in names}, **{LINE: i + 1}) for i in range(counts[names[0]])]
 
@@ -205,10 +231,10 @@ def read_records(spec: Any, key: str = "data") -> list[dict]:
     elif kind == "text":
         rows = [{"text": t, LINE: i + 1} for i, t in enumerate(read_lines(path)) if t.strip()]
     else:
-        raise UserError(f"{key}: unsupported file type '{os.path.splitext(path)[1]}' for {spec} "
+        raise DataError(f"{key}: unsupported file type '{os.path.splitext(path)[1]}' for {spec} "
                         f"(use csv, tsv, json, jsonl, parquet or txt)")
     if not rows:
-        raise UserError(f"{key}: {spec} holds no records")
+        raise DataError(f"{key}: {spec} holds no records")
     return rows
 
 
@@ -227,10 +253,10 @@ def load_split(spec: Any, key: str, split: str):
     try:
         ds = datasets.load_dataset(**kwargs)
     except Exception as exc:  # hub errors come in many types; report them as one line
-        raise UserError(f"{key}: could not load dataset {spec!r}: {str(exc).splitlines()[0]}") from None
+        raise DataError(f"{key}: could not load dataset {spec!r}: {str(exc).splitlines()[0]}") from None
     ds = ds.add_column(LINE, list(range(1, len(ds) + 1)))
     if len(ds) == 0:
-        raise UserError(f"{key}: {spec} split '{kwargs['split']}' is empty")
+        raise DataError(f"{key}: {spec} split '{kwargs['split']}' is empty")
     return ds
 
 
@@ -293,17 +319,17 @@ def _dataset(rows: list[dict], spec: Any, key: str):
             n = row.get(LINE, "?")
             for col, v in row.items():
                 if _bad_text(v):
-                    raise UserError(f"{where}: line {n}: field '{col}' holds a lone surrogate escape "
+                    raise DataError(f"{where}: line {n}: field '{col}' holds a lone surrogate escape "
                                     "(\\ud800-\\udfff), not valid Unicode text") from None
                 if v is None or col == LINE:
                     continue
                 if col not in first:
                     first[col] = (_kind(v), n)
                 elif _kind(v) != first[col][0]:
-                    raise UserError(f"{where}: line {n}: field '{col}' is {_kind(v)} here but {first[col][0]} "
+                    raise DataError(f"{where}: line {n}: field '{col}' is {_kind(v)} here but {first[col][0]} "
                                     f"on line {first[col][1]}; use one type per field") from None
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{where}: the records do not form a table ({detail})") from None
+        raise DataError(f"{where}: the records do not form a table ({detail})") from None
 
 
 def peek_columns(spec: Any, key: str) -> set[str] | None:
@@ -319,9 +345,9 @@ def peek_columns(spec: Any, key: str) -> set[str] | None:
         try:
             header = next(_csv_reader(text, "\t" if kind == "tsv" else ","), [])
         except csv.Error as exc:
-            raise UserError(f"{path}: line 1: malformed header ({exc})") from None
+            raise DataError(f"{path}: line 1: malformed header ({exc})") from None
         if not header:
-            raise UserError(f"{path}: " + ("empty file (expected a header line)" if not text.strip()
+            raise DataError(f"{path}: " + ("empty file (expected a header line)" if not text.strip()
                                            else "line 1: empty (expected the header line)"))
         return {h.strip() for h in header}
     if kind == "parquet":
@@ -331,7 +357,7 @@ def peek_columns(spec: Any, key: str) -> set[str] | None:
     # the first records show the columns; the whole file is parsed once, when the task loads it
     rows = read_jsonl(path, limit=100) if kind == "jsonl" else read_records(spec, key)
     if not rows:
-        raise UserError(f"{key}: {spec} holds no records")
+        raise DataError(f"{key}: {spec} holds no records")
     cols = set()
     for r in rows[:100]:
         cols.update(r)

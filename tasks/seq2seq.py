@@ -18,7 +18,7 @@ import logging
 
 import datasets
 
-from suites.errors import UserError
+from .errors import DataError
 
 from . import io
 from .base import Task
@@ -43,7 +43,7 @@ def _layout(cfg, cols, split: str) -> tuple[str, str | None, bool]:
     if split == "predict" and "source" in cols:  # predict rows may always say `source`
         return "source", None, False
     if TRANSLATION in cols and not (d.source_lang and d.target_lang):
-        raise UserError(f"data: the rows hold a '{TRANSLATION}' dict: set data.source_lang and "
+        raise DataError(f"data: the rows hold a '{TRANSLATION}' dict: set data.source_lang and "
                         "data.target_lang (its keys, e.g. en and de)")
     return d.source_column, d.target_column, False
 
@@ -71,7 +71,7 @@ def _text(v, spec=None, line=None, field: str = "") -> str | None:
         return None
     if isinstance(v, (list, tuple, dict)):
         kind = "a mapping" if isinstance(v, dict) else "a list"
-        raise UserError(f"{_where(spec, line)}: '{field}' is {kind}, not text; seq2seq needs one string "
+        raise DataError(f"{_where(spec, line)}: '{field}' is {kind}, not text; seq2seq needs one string "
                         "per source and target (join the parts first)")
     return v if isinstance(v, str) else str(v)
 
@@ -102,7 +102,7 @@ class Seq2SeqTask(Task):
                 where = "--input" if split == "predict" else key
                 hint = (f"; prediction rows need a '{col}' field, 'source', or a '{TRANSLATION}' dict"
                         if split == "predict" else "")
-                raise UserError(f"{where}: {spec}: no column '{col}' (found: {', '.join(sorted(cols))}){hint}")
+                raise DataError(f"{where}: {spec}: no column '{col}' (found: {', '.join(sorted(cols))}){hint}")
 
     def pairs(self, ds, split: str):
         """A dataset of plain (source, target, _line) rows; empty pairs skipped and counted."""
@@ -116,12 +116,12 @@ class Seq2SeqTask(Task):
             sources, targets = [], []
             for row, line in zip(io.values(ds, TRANSLATION), lines):
                 if not isinstance(row, dict):
-                    raise UserError(f"{_where(spec, line)}: '{TRANSLATION}' must be a mapping "
+                    raise DataError(f"{_where(spec, line)}: '{TRANSLATION}' must be a mapping "
                                     f"like {{{src}: ..., {tgt}: ...}}, got {type(row).__name__}")
                 for lang in (src, tgt) if split != "predict" else (src,):
                     if lang not in row or row[lang] is None:
                         found = ", ".join(k for k, v in row.items() if v is not None)
-                        raise UserError(f"{_where(spec, line)}: '{TRANSLATION}' has no language "
+                        raise DataError(f"{_where(spec, line)}: '{TRANSLATION}' has no language "
                                         f"'{lang}' (found: {found})")
                 sources.append(_text(row[src], spec, line, f"{TRANSLATION}.{src}"))
                 targets.append(_text(row.get(tgt), spec, line, f"{TRANSLATION}.{tgt}"))
@@ -147,7 +147,7 @@ class Seq2SeqTask(Task):
             log.warning("%s: skipped %d of %d pairs with an empty source or target (%s)", key, len(skipped),
                         len(sources), _where(spec, shown, "lines"))
         if not keep:
-            raise UserError(f"{key}: {spec}: every pair has an empty source or target")
+            raise DataError(f"{key}: {spec}: every pair has an empty source or target")
         return datasets.Dataset.from_dict({"source": [sources[i] for i in keep],
                                            "target": [targets[i] for i in keep],
                                            io.LINE: [lines[i] for i in keep]})

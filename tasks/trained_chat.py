@@ -23,17 +23,16 @@ def save(output_dir: str, fmt: str, chat: bool) -> None:
         json.dump({"format": fmt, "chat_template": bool(chat)}, fh, indent=1)
 
 
-def trained_on_chat(cfg) -> bool:
-    """From the trained model's sft_format.json, else from the training data's format."""
-    from suites.modeling import resolve
+def trained_on_chat(cfg, detect_format) -> bool:
+    """From the trained model's sft_format.json, else from the training data's format (`detect_format`:
+    tasks.instruction's, passed in so that the two modules do not import each other)."""
+    from .io import resolve_model as resolve
 
     path = resolve(cfg.model.name_or_path) if cfg.model.name_or_path else None
     saved = os.path.join(path, FORMAT_FILE) if path and os.path.isdir(path) else None
     if saved and os.path.isfile(saved):
         with open(saved, encoding="utf-8") as fh:
             return bool(json.load(fh).get("chat_template"))
-    from .instruction import detect_format
-
     spec = cfg.data.train
     try:
         cols = io.peek_columns(spec, "data.train") if spec is not None and io.is_local(spec) else None

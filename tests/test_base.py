@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from suites import base
+from suites.callbacks import throughput
 
 
 def test_pause_clock_leaves_eval_and_save_time_out(monkeypatch):
     now = [100.0]
-    monkeypatch.setattr(base.time, "perf_counter", lambda: now[0])
-    clock = base._PauseClock()
+    monkeypatch.setattr(throughput.time, "perf_counter", lambda: now[0])
+    clock = throughput.PauseClock()
     now[0] = 101.0
     clock.on_step_end(None, None, None)  # a step ends
     now[0] = 131.0
@@ -39,10 +40,10 @@ def test_count_samples_counts_documents_of_packed_rows():
     import torch
 
     padded = {"input_ids": torch.zeros(4, 7, dtype=torch.long), "attention_mask": torch.ones(4, 7)}
-    assert base.count_samples(padded) == 4
+    assert throughput.count_samples(padded) == 4
     packed = {"input_ids": torch.zeros(1, 9, dtype=torch.long),
               "position_ids": torch.tensor([[0, 1, 2, 0, 1, 0, 1, 2, 3]])}
-    assert base.count_samples(packed) == 3
+    assert throughput.count_samples(packed) == 3
 
 
 def test_count_tokens_real_tokens_only():
@@ -50,12 +51,12 @@ def test_count_tokens_real_tokens_only():
 
     padded = {"input_ids": torch.zeros(2, 5, dtype=torch.long),
               "attention_mask": torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])}
-    assert base.count_tokens(padded) == 8
+    assert throughput.count_tokens(padded) == 8
     packed = {"input_ids": torch.zeros(1, 9, dtype=torch.long), "position_ids": torch.zeros(1, 9)}
-    assert base.count_tokens(packed) == 9
+    assert throughput.count_tokens(packed) == 9
     seq2seq = dict(padded, labels=torch.tensor([[5, 6, -100], [7, -100, -100]]))
-    assert base.count_tokens(seq2seq, encoder_decoder=True) == 8 + 3
-    assert base.count_tokens(seq2seq) == 8  # a causal LM's labels are its inputs
+    assert throughput.count_tokens(seq2seq, encoder_decoder=True) == 8 + 3
+    assert throughput.count_tokens(seq2seq) == 8  # a causal LM's labels are its inputs
 
 
 def test_apply_peft_keeps_a_loaded_adapter():

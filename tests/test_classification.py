@@ -9,10 +9,12 @@ import os
 import pytest
 import torch
 
-from suites import config, runner
+from suites import config
+
+from suites.run import runner
 from suites.classification import ClassificationLoss
-from suites.cli import run
-from suites.errors import UserError
+from suites.run.cli import run
+from suites.errors import MISTAKES
 from tests.conftest import SHARED_DATA, write_jsonl, write_yaml
 
 
@@ -37,7 +39,7 @@ def test_unknown_label_in_eval_names_file_and_line(tmp_path, cls_config):
     tr = write_jsonl(tmp_path / "t.jsonl", [{"text": "a b", "label": "pos"}, {"text": "c", "label": "neg"}])
     ev = write_jsonl(tmp_path / "e.jsonl", [{"text": "a", "label": "pos"}, {"text": "b", "label": "meh"}])
     cfg = _cfg(tmp_path, cls_config, train=tr, eval=ev)
-    with pytest.raises(UserError, match=r"e.jsonl: line 2: unknown label 'meh' in column 'label'"):
+    with pytest.raises(MISTAKES, match=r"e.jsonl: line 2: unknown label 'meh' in column 'label'"):
         runner.build(cfg, "train")
 
 
@@ -45,34 +47,34 @@ def test_label_out_of_range(tmp_path, cls_config):
     tr = write_jsonl(tmp_path / "t.jsonl", [{"text": "a b", "label": 0}, {"text": "c", "label": 1}])
     ev = write_jsonl(tmp_path / "e.jsonl", [{"text": "a", "label": 1}, {"text": "b", "label": 5}])
     cfg = _cfg(tmp_path, cls_config, train=tr, eval=ev, labels=[0, 1])
-    with pytest.raises(UserError, match=r"e.jsonl: line 2: label 5 .* out of range"):
+    with pytest.raises(MISTAKES, match=r"e.jsonl: line 2: label 5 .* out of range"):
         runner.build(cfg, "train")
 
 
 def test_empty_text_is_refused(tmp_path, cls_config):
     tr = write_jsonl(tmp_path / "t.jsonl", [{"text": "a b", "label": "x"}, {"text": "  ", "label": "y"}])
-    with pytest.raises(UserError, match=r"t.jsonl: line 2: column 'text' is empty"):
+    with pytest.raises(MISTAKES, match=r"t.jsonl: line 2: column 'text' is empty"):
         runner.build(_cfg(tmp_path, cls_config, train=tr, eval=None), "train")
 
 
 def test_tsv_row_with_wrong_field_count(tmp_path, cls_config):
     p = tmp_path / "t.tsv"
     p.write_text("text\tlabel\ngood film\tpos\nbad\tfilm\tneg\n")
-    with pytest.raises(UserError, match=r"t.tsv: line 3: expected 2 fields \(text, label\), found 3"):
+    with pytest.raises(MISTAKES, match=r"t.tsv: line 3: expected 2 fields \(text, label\), found 3"):
         runner.build(_cfg(tmp_path, cls_config, train=str(p), eval=None), "train")
 
 
 def test_malformed_jsonl_line(tmp_path, cls_config):
     p = tmp_path / "t.jsonl"
     p.write_text('{"text": "a", "label": "x"}\n{"text": "b", "label": \n')
-    with pytest.raises(UserError, match=r"t.jsonl: line 2: malformed JSON"):
+    with pytest.raises(MISTAKES, match=r"t.jsonl: line 2: malformed JSON"):
         runner.build(_cfg(tmp_path, cls_config, train=str(p), eval=None), "train")
 
 
 def test_non_utf8_file(tmp_path, cls_config):
     p = tmp_path / "t.csv"
     p.write_bytes("text,label\ncaf\xe9 ok,pos\n".encode("latin-1"))
-    with pytest.raises(UserError, match=r"t.csv: line 2: not UTF-8"):
+    with pytest.raises(MISTAKES, match=r"t.csv: line 2: not UTF-8"):
         runner.build(_cfg(tmp_path, cls_config, train=str(p), eval=None), "train")
 
 

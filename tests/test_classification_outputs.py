@@ -12,7 +12,7 @@ import stat
 
 import pytest
 
-from suites import cli
+from suites.run import cli
 from tests.conftest import write_jsonl, write_yaml
 
 

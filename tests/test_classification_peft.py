@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from suites.cli import run
+from suites.run.cli import run
 from tests.conftest import TINY_BERT, write_yaml
 
 

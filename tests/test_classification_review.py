@@ -8,9 +8,11 @@ import json
 
 import pytest
 
-from suites import config, runner
-from suites.cli import run
-from suites.errors import UserError
+from suites import config
+
+from suites.run import runner
+from suites.run.cli import run
+from suites.errors import MISTAKES
 from tests.conftest import sentiment_rows, write_jsonl, write_yaml
 
 
@@ -57,7 +59,7 @@ def test_predict_ignores_the_label_column(tmp_path, cls_config):
 def test_regression_refuses_non_finite_targets(tmp_path, cls_config):
     p = tmp_path / "r.csv"
     p.write_text("text,label\n" + "".join(f"row {i},{i * 0.5}\n" for i in range(6)) + "row x,nan\n")
-    with pytest.raises(UserError, match=r"r.csv: line 8: label 'nan' is not a finite number"):
+    with pytest.raises(MISTAKES, match=r"r.csv: line 8: label 'nan' is not a finite number"):
         runner.build(_cfg(tmp_path, cls_config, train=str(p), eval=None), "train")
 
 
@@ -75,7 +77,7 @@ def test_held_out_rows_share_the_label_map(tmp_path, cls_config):
 @pytest.mark.parametrize("loss", [{"class_weights": "auto"}, {"class_weights": [1, 2]}, {"label_smoothing": 0.1}])
 def test_loss_options_a_multi_label_run_would_ignore(tmp_path, cls_config, loss):
     p = write_jsonl(tmp_path / "ml.jsonl", [{"text": f"t{i}", "label": ["a", "b"][: 1 + i % 2]} for i in range(8)])
-    with pytest.raises(UserError, match=r"applies to single-label classification, not to multi_label"):
+    with pytest.raises(MISTAKES, match=r"applies to single-label classification, not to multi_label"):
         runner.build(_cfg(tmp_path, cls_config, loss=loss, train=p, eval=p), "train")
 
 
@@ -85,7 +87,7 @@ def test_best_model_metric_must_exist(tmp_path, cls_config):
         r["label"] = ["neg", "pos", "mixed"][i % 3]
     p = write_jsonl(tmp_path / "three.jsonl", rows)
     # three labels: no binary 'f1' (transformers would raise a KeyError after the first epoch)
-    with pytest.raises(UserError, match=r"'f1' is not a metric of this run .*f1_macro"):
+    with pytest.raises(MISTAKES, match=r"'f1' is not a metric of this run .*f1_macro"):
         runner.build(_cfg(tmp_path, cls_config, train=p, eval=p, args={"metric_for_best_model": "f1"}), "train")
     for ok in ("f1_macro", "eval_mcc", "accuracy", "loss"):
         runner.build(_cfg(tmp_path, cls_config, train=p, eval=p, args={"metric_for_best_model": ok}), "train")
@@ -109,11 +111,11 @@ def test_lower_is_better_for_regression_errors(tmp_path, cls_config):
 ], ids=["smoothing", "text-weight", "negative-weight", "zero-weights"])
 def test_bad_loss_options_fail_before_training(tmp_path, cls_config, loss, message):
     """torch would raise mid-training (or train on a negative loss); the run dir is not left behind."""
-    with pytest.raises(UserError, match=message):
+    with pytest.raises(MISTAKES, match=message):
         runner.build(_cfg(tmp_path, cls_config, loss=loss), "train")
 
 
 def test_multi_label_threshold_is_a_probability(tmp_path, cls_config):
     p = write_jsonl(tmp_path / "ml.jsonl", [{"text": f"t{i}", "label": ["a", "b"][: 1 + i % 2]} for i in range(8)])
-    with pytest.raises(UserError, match=r"multi_label_threshold is a probability"):
+    with pytest.raises(MISTAKES, match=r"multi_label_threshold is a probability"):
         runner.build(_cfg(tmp_path, cls_config, loss={"multi_label_threshold": 1.5}, train=p, eval=p), "train")

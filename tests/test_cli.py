@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from suites.cli import run
+from suites.run.cli import run
 from tests.conftest import write_jsonl, write_yaml
 
 RESULT_KEYS = {"eval_loss", "eval_accuracy", "train_loss", "task", "model", "world_size",
@@ -60,7 +60,7 @@ def test_overwrite_replaces_previous_run(tmp_path, cls_config):
 def test_user_mistake_exits_2_without_traceback(tmp_path, cls_config):
     cls_config["data"]["text_column"] = "review"
     cfg = write_yaml(tmp_path / "c.yaml", cls_config)
-    proc = subprocess.run([sys.executable, "-m", "suites.cli", "train", cfg], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "suites.run.cli", "train", cfg], capture_output=True, text=True)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     lines = [x for x in proc.stderr.splitlines() if x.strip()]
@@ -68,7 +68,7 @@ def test_user_mistake_exits_2_without_traceback(tmp_path, cls_config):
 
 
 def test_help_lists_commands():
-    proc = subprocess.run([sys.executable, "-m", "suites.cli", "--help"], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "suites.run.cli", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0
     for cmd in ("train", "eval", "predict"):
         assert cmd in proc.stdout
@@ -103,7 +103,7 @@ def test_bad_data_leaves_no_half_made_run(tmp_path, cls_config, capsys):
 
 def test_results_into_a_closed_pipe_is_no_traceback():
     # `trainsuite predict ... | head -3` closed the pipe before the JSON was written: BrokenPipeError traceback
-    child = ("import os; from suites.cli import _print_results\n"
+    child = ("import os; from suites.run.cli import _print_results\n"
              "r, w = os.pipe(); os.close(r); os.dup2(w, 1)\n"
              "_print_results({'eval_loss': 0.5, 'rows': list(range(20000))})\n")
     proc = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True)
@@ -115,7 +115,7 @@ def test_rouge_scoring_logs_nothing_at_info(caplog):
     # first hour, seq2seq: every evaluation logged "INFO absl: Using default tokenizer." (rouge-score)
     import logging
 
-    from suites.cli import _setup_logging
+    from suites.run.cli import _setup_logging
     from tasks.metrics.generation import generation_metrics
 
     _setup_logging(False)

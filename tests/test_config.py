@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from suites import config
-from suites.errors import UserError
+from suites.errors import MISTAKES
 from tests.conftest import write_yaml
 
 
@@ -14,7 +14,7 @@ def load(tmp_path, cfg, overrides=()):
 
 
 def error_of(tmp_path, cfg, overrides=()) -> str:
-    with pytest.raises(UserError) as info:
+    with pytest.raises(MISTAKES) as info:
         load(tmp_path, cfg, overrides)
     msg = str(info.value)
     assert "\n" not in msg  # one line
@@ -69,12 +69,12 @@ def test_each_mistake_has_one_clear_message(tmp_path, cls_config, mutate, expect
 def test_malformed_yaml_names_line(tmp_path):
     p = tmp_path / "bad.yaml"
     p.write_text("task: classification\nmodel:\n  name_or_path: [unclosed\n")
-    with pytest.raises(UserError, match=r"bad.yaml: line \d+, column \d+: malformed YAML"):
+    with pytest.raises(MISTAKES, match=r"bad.yaml: line \d+, column \d+: malformed YAML"):
         config.load(str(p))
 
 
 def test_missing_config_file(tmp_path):
-    with pytest.raises(UserError, match="config file not found"):
+    with pytest.raises(MISTAKES, match="config file not found"):
         config.load(str(tmp_path / "nope.yaml"))
 
 

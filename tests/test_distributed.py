@@ -1,5 +1,5 @@
 """Distributed runs on CPU (2 processes, gloo, through scripts/launch) against 1 process, and the
-config-time compatibility rules of suites/distributed_checks.py."""
+config-time compatibility rules of suites/config/distributed.py."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ import sys
 
 import pytest
 
-from suites import config, runner
-from suites.distributed_checks import validate_distributed
-from suites.errors import UserError
-from suites.launch import build as launch_command
+from suites import config
+
+from suites.run import runner
+from suites.config.distributed import validate_distributed
+from suites.errors import MISTAKES
+from suites.run.launch import build as launch_command
 from tests.conftest import TINY_BERT, sentiment_rows, write_jsonl, write_yaml
 from tests.sft_common import chat_rows, sft_config
 
@@ -106,7 +108,7 @@ def test_launch_command_cpu_and_multi_node():
     cmd, env = launch_command(["--nproc", "2", "c.yaml", "train.seed=1", "--overwrite"],
                               env={"CUDA_VISIBLE_DEVICES": ""})
     assert cmd[1:4] == ["-m", "torch.distributed.run", "--nproc-per-node=2"] and "--standalone" in cmd
-    assert cmd[cmd.index("suites.launch"):] == ["suites.launch", "--worker", "train", "c.yaml", "train.use_cpu=true",
+    assert cmd[cmd.index("suites.run.launch"):] == ["suites.run.launch", "--worker", "train", "c.yaml", "train.use_cpu=true",
                                                 "train.seed=1", "--overwrite"]
     assert env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
     cmd, _ = launch_command(["--nnodes", "2", "--node-rank", "1", "--master-addr", "10.0.0.1", "--fsdp",
@@ -180,16 +182,16 @@ def test_deepspeed_missing_is_one_line_at_config_time(tmp_path):
 
     if importlib.util.find_spec("deepspeed") is not None:
         pytest.skip("deepspeed is installed")
-    with pytest.raises(UserError) as e:
+    with pytest.raises(MISTAKES) as e:
         config.from_dict({**sft_config(tmp_path), "train": {"deepspeed": "zero2", "use_cpu": True}})
     _one_line(e, "pip install", "deepspeed")
 
 
 def test_qlora_with_zero3_needs_4_bit_and_not_fp16(tmp_path, fake_deepspeed):
-    with pytest.raises(UserError) as e:
+    with pytest.raises(MISTAKES) as e:
         _check(tmp_path, train={"deepspeed": "zero3"}, peft={}, quantization={"bits": 8})
     _one_line(e, "QLoRA", "ZeRO-3", "quantization.bits=4")
-    with pytest.raises(UserError) as e:
+    with pytest.raises(MISTAKES) as e:
         _check(tmp_path, train={"fsdp": True, "fp16": True}, peft={}, quantization={"bits": 4})
     _one_line(e, "QLoRA", "FSDP", "bf16")
     cfg = _check(tmp_path, train={"deepspeed": "zero3", "bf16": True}, peft={}, quantization={"bits": 4})
@@ -201,7 +203,7 @@ def test_qlora_with_zero3_needs_4_bit_and_not_fp16(tmp_path, fake_deepspeed):
 
 
 def test_lora_with_fsdp1_needs_use_orig_params(tmp_path):
-    with pytest.raises(UserError) as e:
+    with pytest.raises(MISTAKES) as e:
         _check(tmp_path, train={"fsdp": True, "fsdp_config": {"version": 1, "use_orig_params": False}}, peft={})
     _one_line(e, "LoRA", "use_orig_params=true")
     cfg = _check(tmp_path, train={"fsdp": True}, peft={})  # FSDP2 preset by default
@@ -209,14 +211,14 @@ def test_lora_with_fsdp1_needs_use_orig_params(tmp_path):
 
 
 def test_packing_with_context_parallelism_is_refused(tmp_path):
-    with pytest.raises(UserError) as e:
+    with pytest.raises(MISTAKES) as e:
         _check(tmp_path, sft={"packing": True}, train={"parallelism_config": {"cp_size": 2}})
     _one_line(e, "sft.packing", "context parallelism")
     _check(tmp_path, sft={"packing": False}, train={"parallelism_config": {"cp_size": 2}})
 
 
 def test_gradient_checkpointing_zero3_peft_is_non_reentrant(tmp_path, fake_deepspeed):
-    with pytest.raises(UserError) as e:
+    with pytest.raises(MISTAKES) as e:
         _check(tmp_path, peft={}, train={"deepspeed": "zero3", "gradient_checkpointing": True,
                                          "gradient_checkpointing_kwargs": {"use_reentrant": True}})
     _one_line(e, "ZeRO-3", "use_reentrant=false")
@@ -226,13 +228,13 @@ def test_gradient_checkpointing_zero3_peft_is_non_reentrant(tmp_path, fake_deeps
 
 def test_auto_find_batch_size_with_sharding_is_refused(tmp_path, fake_deepspeed):
     for train, engine in (({"deepspeed": "zero2"}, "DeepSpeed"), ({"fsdp": True}, "FSDP")):
-        with pytest.raises(UserError) as e:
+        with pytest.raises(MISTAKES) as e:
             _check(tmp_path, train={**train, "auto_find_batch_size": True})
         _one_line(e, "auto_find_batch_size", engine)
 
 
 def test_deepspeed_and_fsdp_exclude_each_other(tmp_path, fake_deepspeed):
-    with pytest.raises(UserError) as e:
+    with pytest.raises(MISTAKES) as e:
         _check(tmp_path, train={"deepspeed": "zero2", "fsdp": True})
     _one_line(e, "exclude")
 
@@ -250,7 +252,7 @@ def test_a_plain_wheel_install_finds_the_presets(tmp_path):
              "paths = [d.preset_path(n, d.DEEPSPEED_PRESETS) for n in d.DEEPSPEED_PRESETS]; "
              "paths.append(d.preset_path('fsdp2', d.FSDP_PRESETS)); "
              "assert all(p.startswith(os.environ['PYTHONPATH']) and os.path.isfile(p) for p in paths), paths; "
-             "import suites.launch")
+             "import suites.run.launch")
     subprocess.run([sys.executable, "-c", probe], check=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(target)})
     entry_points = next(target.glob("trainsuite-*.dist-info")).joinpath("entry_points.txt").read_text()
     assert "trainsuite-launch = suites.launch:main" in entry_points
@@ -259,7 +261,7 @@ def test_a_plain_wheel_install_finds_the_presets(tmp_path):
 def _share_worker(rank, init_file, out_dir):
     import torch.distributed as dist
 
-    from suites.errors import UserError
+    from suites.errors import MISTAKES, UserError
     from suites.modeling import _once_for_all_ranks
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
@@ -273,7 +275,7 @@ def _share_worker(rank, init_file, out_dir):
         try:
             _once_for_all_ranks(fail)
             err = None
-        except UserError as exc:
+        except MISTAKES as exc:
             err = str(exc)
         with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as fh:
             json.dump({"got": got, "err": err}, fh)

@@ -12,7 +12,7 @@ import textwrap
 
 import pytest
 
-from suites import launch, reliability
+from suites.run import launch, signals as reliability
 from tests.conftest import write_yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -96,7 +96,7 @@ def test_sigterm_to_the_launcher_reaches_torchrun_once_and_exit_code_is_3(tmp_pa
     processes trained on, orphaned, with no checkpoint; and torchrun's exit code 1 hid the 3."""
     fake = tmp_path / "fake_torchrun.py"
     fake.write_text(FAKE_TORCHRUN)
-    code = ("import sys; from suites.launch import run_torchrun; "
+    code = ("import sys; from suites.run.launch import run_torchrun; "
             f"sys.exit(run_torchrun([sys.executable, {str(fake)!r}], dict(__import__('os').environ)))")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env={**os.environ, "PYTHONPATH": ROOT})

@@ -2,7 +2,7 @@
 
 import os
 
-from suites.config_docs import render
+from suites.config.reference import render
 
 DOC = os.path.join(os.path.dirname(__file__), "..", "docs", "config.md")
 

@@ -10,9 +10,11 @@ import shutil
 
 import pytest
 
-from suites import config, runner
-from suites.early_stopping import evaluations_without_improvement
-from suites.errors import UserError
+from suites import config
+
+from suites.run import runner
+from suites.callbacks.early_stopping import evaluations_without_improvement
+from suites.errors import MISTAKES
 from tests.conftest import write_yaml
 
 
@@ -41,7 +43,7 @@ def test_config_defaults_and_refusals(tmp_path, cls_config):
                           ({"data": {**c["data"], "eval": None}}, "needs evaluation data"),
                           ({"train": {**c["train"], "eval_strategy": "no"}}, "eval_strategy")):
         bad = {**c, **change}
-        with pytest.raises(UserError) as e:
+        with pytest.raises(MISTAKES) as e:
             config.load(write_yaml(tmp_path / "bad.yaml", bad))
         assert words in str(e.value) and "\n" not in str(e.value)
 
@@ -67,7 +69,7 @@ def test_unreported_metric_is_named(tmp_path, cls_config):
     c, _ = _early(tmp_path, cls_config)
     c["task"] = "classification"
     c["train"]["metric_for_best_model"] = "bleu"
-    with pytest.raises(UserError) as e:
+    with pytest.raises(MISTAKES) as e:
         cfg = config.load(write_yaml(tmp_path / "m.yaml", c))
         runner.train(cfg)
     assert "bleu" in str(e.value)

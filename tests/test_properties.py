@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from suites import config
-from suites.errors import UserError
+from suites.errors import MISTAKES
 from tasks import io
 
 # derandomized: CI runs the same examples every time; set HYPOTHESIS_EXPLORE=1 to search afresh
@@ -51,7 +51,7 @@ overrides = st.lists(st.one_of(
     st.text(max_size=12)), max_size=3)
 
 
-def _check_user_error(exc: UserError, *names: str) -> None:
+def _check_user_error(exc: Exception, *names: str) -> None:
     msg = str(exc)
     assert msg and "\n" not in msg, repr(msg)
     for name in names:
@@ -67,7 +67,7 @@ def test_config_loader_reads_or_refuses_in_one_line(raw, extra):
             yaml.safe_dump(raw, fh, allow_unicode=True)
         try:
             cfg = config.load(path, extra)
-        except UserError as exc:
+        except MISTAKES as exc:
             _check_user_error(exc)
         else:
             assert cfg.task in config.TASKS
@@ -124,7 +124,7 @@ def test_mutated_valid_config_reads_or_refuses_in_one_line(changes):
             yaml.safe_dump(raw, fh, allow_unicode=True)
         try:
             config.load(path)
-        except UserError as exc:
+        except MISTAKES as exc:
             _check_user_error(exc)
 
 
@@ -141,7 +141,7 @@ def test_config_file_text_reads_or_refuses_in_one_line(text, raw_bytes):
             fh.write(text.encode("utf-8", "surrogatepass") + raw_bytes)
         try:
             config.load(path)
-        except UserError as exc:
+        except MISTAKES as exc:
             _check_user_error(exc)
 
 
@@ -155,7 +155,7 @@ LINES = ['{"text": "a", "label": 1}', '{"text": "b", "label": "pos"}', '{"text":
 def _read(path):
     try:
         rows = io.read_records(path, "data.train")
-    except UserError as exc:
+    except MISTAKES as exc:
         _check_user_error(exc, path)
         return None
     assert rows and all(isinstance(r, dict) and isinstance(r[io.LINE], int) for r in rows)
@@ -175,7 +175,7 @@ def test_data_readers_read_or_refuse_naming_the_file(ext, lines, newline, raw_by
         if rows is not None:  # what the reader accepted, datasets must take too (or refuse clearly)
             try:
                 io.load_split(path, "data.train", "train")
-            except UserError as exc:
+            except MISTAKES as exc:
                 _check_user_error(exc, path)
 
 
@@ -222,7 +222,7 @@ def test_csv_round_trip(header, body, quote_all):
 def _error(fn, *args) -> str:
     try:
         fn(*args)
-    except UserError as exc:
+    except MISTAKES as exc:
         _check_user_error(exc)
         return str(exc)
     raise AssertionError("no UserError")

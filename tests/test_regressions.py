@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from suites import config
-from suites.launch import build
+from suites.run.launch import build
 from tests.conftest import write_yaml
 
 
@@ -36,10 +36,10 @@ def test_duplicate_yaml_key_on_one_line_is_an_error(tmp_path):
     # a flow mapping holds both keys on one line; the check compared line numbers and kept the last
     import pytest
 
-    from suites.errors import UserError
+    from suites.errors import MISTAKES
 
     path = tmp_path / "c.yaml"
     path.write_text("task: classification\ntrain: {learning_rate: 1.0e-4, learning_rate: 2.0e-4}\n")
-    with pytest.raises(UserError, match=r"duplicate key 'learning_rate' \(first given on line 2\)"):
+    with pytest.raises(MISTAKES, match=r"duplicate key 'learning_rate' \(first given on line 2\)"):
         config.load(str(path))
     assert config.yaml_load("x: {<<: {a: 1}, a: 2}\n") == {"x": {"a": 2}}  # a merge key is still overridable

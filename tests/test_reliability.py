@@ -14,8 +14,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from suites import reliability
-from suites.cli import run
+from suites import checkpoints
+from suites.run import signals as reliability
+from suites.run.cli import run
 from tests.conftest import write_yaml
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
@@ -100,7 +101,7 @@ def test_latest_checkpoint_skips_incomplete(tmp_path, caplog):
         elif complete == "broken":  # cut off while being written
             (out / name / "trainer_state.json").write_text('{"global_st')
     with caplog.at_level("WARNING", logger="trainsuite"):
-        assert reliability.latest_checkpoint(str(out)) == str(out / "checkpoint-4")
+        assert checkpoints.latest_checkpoint(str(out)) == str(out / "checkpoint-4")
     text = caplog.text
     for name in ("checkpoint-12", "checkpoint-10", ".partial-checkpoint-8"):
         assert name in text
@@ -120,7 +121,7 @@ def test_kill_during_save_leaves_no_complete_looking_checkpoint(tmp_path, cls_co
     names = os.listdir(tmp_path / "r")
     assert ".partial-checkpoint-2" in names
     assert not [n for n in names if n.startswith("checkpoint-")]
-    assert reliability.latest_checkpoint(str(tmp_path / "r")) is None
+    assert checkpoints.latest_checkpoint(str(tmp_path / "r")) is None
 
 
 # ---------------------------------------------------------------- a real signal
@@ -128,7 +129,7 @@ def test_kill_during_save_leaves_no_complete_looking_checkpoint(tmp_path, cls_co
 
 def _start(cfg, *extra):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=REPO)
-    return subprocess.Popen([sys.executable, "-m", "suites.cli", "train", cfg, *extra], cwd=REPO, env=env,
+    return subprocess.Popen([sys.executable, "-m", "suites.run.cli", "train", cfg, *extra], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -165,8 +166,8 @@ def test_sigterm_saves_checkpoint_exits_3_and_resumes(tmp_path, cls_config):
     assert last.endswith(f"continue with: trainsuite train {cfg} --resume")
     step = int(last.split("at step ")[1].split(":")[0])
     ckpt = out / f"checkpoint-{step}"
-    assert reliability.checkpoint_is_complete(str(ckpt))
-    assert not [n for n in os.listdir(out) if n.startswith(reliability.PARTIAL_PREFIX)]
+    assert checkpoints.checkpoint_is_complete(str(ckpt))
+    assert not [n for n in os.listdir(out) if n.startswith(checkpoints.PARTIAL_PREFIX)]
     assert not (out / "results.json").exists()  # an interrupted run is not a finished one
 
     # --resume continues from that checkpoint to the end (here: 2 more steps)
@@ -266,8 +267,8 @@ def test_signal_handlers_restored_after_a_crash(tmp_path, cls_config, monkeypatc
 
 def test_guard_reuses_the_trainers_gradient_norm(tmp_path, cls_config, monkeypatch):
     from suites import config as config_mod
-    from suites import runner
-    from suites.reliability import NonFiniteGuard
+    from suites.run import runner
+    from suites.callbacks.nonfinite import NonFiniteGuard
 
     seen, original = [], NonFiniteGuard.observe_grad_norm
 

@@ -14,7 +14,11 @@ import types
 import pytest
 import yaml
 
-from suites import cli, config, report, starter, tracking
+from suites import config
+
+from suites.outputs import report, tracking
+
+from suites.run import cli, starter
 from tests.conftest import write_jsonl, write_yaml
 
 EXTERNAL = re.compile(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", re.I)
@@ -174,7 +178,7 @@ def test_missing_integration_is_a_one_line_error(tmp_path, cls_config, integrati
         pytest.skip(f"{integration} is installed")
     cls_config["train"]["report_to"] = integration
     path = write_yaml(tmp_path / "c.yaml", cls_config)
-    proc = subprocess.run([sys.executable, "-m", "suites.cli", "train", path], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "suites.run.cli", "train", path], capture_output=True, text=True)
     assert proc.returncode == 2
     lines = [x for x in proc.stderr.splitlines() if x.strip()]
     assert lines == [f"error: config: train.report_to: {integration} is not installed; pip install {integration} "

@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from collators.seq2seq import Seq2SeqCollator
-from suites import cli, config
-from suites.errors import UserError
+from suites import config
+from suites.run import cli
+from suites.errors import MISTAKES
 from suites.seq2seq import Seq2SeqLoss, decode_labels
 
 MULTI30K = Path(os.environ.get("MULTI30K_DIR", Path(__file__).resolve().parents[2] / "shared/data/multi30k"))
@@ -174,7 +175,7 @@ def test_predict_reads_a_plain_text_file_line_by_line(t5_run):
 def test_label_padding_never_reaches_decode(t5_run, monkeypatch):
     """transformers#22634: decoding -100 fails or yields garbage. The evaluation decodes only
     generated ids; a tokenizer that refuses negative ids proves it."""
-    from suites import runner
+    from suites.run import runner
 
     tmp, path, _ = t5_run
     cfg = config.load(path)
@@ -213,7 +214,7 @@ def test_fine_tune_from_a_checkpoint_dir(t5_run):
 
 def test_early_stopping_on_bleu(t5_run):
     """metric_for_best_model: bleu drives the early_stopping block through the generation-based evaluate."""
-    from suites import runner
+    from suites.run import runner
 
     tmp, path, _ = t5_run
     cfg = config.load(path, [f"output_dir={tmp / 'early'}", "train.num_train_epochs=6",
@@ -228,7 +229,7 @@ def test_early_stopping_on_bleu(t5_run):
 def test_eval_of_a_from_scratch_run_keeps_its_label_smoothing(t5_run):
     """The 0.1 default of a from-scratch run still applies when eval swaps from_config for the
     trained dir: else `trainsuite eval` reports another eval_loss for the same model."""
-    from suites import runner
+    from suites.run import runner
     from suites.seq2seq import Seq2SeqFamily
 
     tmp, path, _ = t5_run
@@ -280,10 +281,10 @@ def test_translation_dicts_and_missing_language(tmp_path):
     rows[3] = {"translation": {"en": "a dog", "fr": "un chien"}}
     bad = write_lines(tmp_path / "bad.jsonl", [json.dumps(r) for r in rows])
     cfg = config.from_dict(dict(raw, data=dict(raw["data"], train=bad)))
-    with pytest.raises(UserError, match=r"bad.jsonl: line 4: 'translation' has no language 'de'"):
+    with pytest.raises(MISTAKES, match=r"bad.jsonl: line 4: 'translation' has no language 'de'"):
         Seq2SeqTask(cfg).load("train")
 
-    with pytest.raises(UserError, match="set data.source_lang and data.target_lang"):
+    with pytest.raises(MISTAKES, match="set data.source_lang and data.target_lang"):
         config.from_dict(base_config(tmp_path, good, None))
 
     # predict input: translation dicts without the target, or plain `source` rows
@@ -301,7 +302,7 @@ def test_missing_column_and_prefix_and_truncation(tmp_path, caplog):
 
     rows = [{"src": s, "tgt": t} for s, t in toy_pairs(8)]
     f = write_lines(tmp_path / "d.jsonl", [json.dumps(r) for r in rows])
-    with pytest.raises(UserError, match="no column 'source'"):
+    with pytest.raises(MISTAKES, match="no column 'source'"):
         config.from_dict(base_config(tmp_path, f, None))
     raw = base_config(tmp_path, f, None, data={"source_column": "src", "target_column": "tgt",
                                                "source_prefix": "translate: ", "max_target_length": 3})
@@ -318,7 +319,7 @@ def test_missing_column_and_prefix_and_truncation(tmp_path, caplog):
 
 def test_fp16_with_t5_is_refused(tmp_path):
     train = parallel_files(tmp_path, toy_pairs(4), "t")
-    with pytest.raises(UserError, match="bf16"):
+    with pytest.raises(MISTAKES, match="bf16"):
         config.from_dict(base_config(tmp_path, train, None, train={"fp16": True}))
 
 

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from suites import cli, config
-from suites.errors import UserError
+from suites import config
+
+from suites.run import cli
+from suites.errors import MISTAKES
 from test_seq2seq import base_config, parallel_files, read_jsonl, toy_pairs, write_lines, write_yaml
 
 
@@ -100,7 +102,7 @@ def test_list_or_mapping_fields_are_refused_not_stringified(tmp_path, row, field
     f = write_lines(tmp_path / "d.jsonl", [json.dumps(row)] * 2)  # one type per field: past tasks/io.py
     langs = {"source_lang": "en", "target_lang": "de"} if "translation" in row else {}
     cfg = config.from_dict(base_config(tmp_path, f, None, data=langs))
-    with pytest.raises(UserError, match=rf"d.jsonl: line 1: {field}, not text"):
+    with pytest.raises(MISTAKES, match=rf"d.jsonl: line 1: {field}, not text"):
         Seq2SeqTask(cfg).load("train")
 
 
@@ -119,7 +121,7 @@ def test_predict_input_without_a_source_names_the_option_and_the_accepted_fields
     train = parallel_files(tmp_path, toy_pairs(4), "t")
     cfg = config.from_dict(base_config(tmp_path, train, None))
     inp = write_lines(tmp_path / "in.jsonl", [json.dumps({"text": "a dog"})])
-    with pytest.raises(UserError, match=r"^--input: .*in.jsonl: no column 'source' \(found: text\); "
+    with pytest.raises(MISTAKES, match=r"^--input: .*in.jsonl: no column 'source' \(found: text\); "
                                         r"prediction rows need .*'translation' dict"):
         Seq2SeqTask(cfg).load("predict", inp)
 

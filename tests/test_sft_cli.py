@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 
-from suites.cli import run
+from suites.run.cli import run
 from tests.conftest import write_jsonl, write_yaml
 from tests.sft_common import chat_rows, sft_config
 
@@ -89,7 +89,9 @@ def test_malformed_jsonl_exits_2(tmp_path, capsys):
 def test_eval_generations_on_text_rows_warns(tmp_path, caplog):
     import logging
 
-    from suites import config, runner
+    from suites import config
+
+    from suites.run import runner
 
     text = [{"text": f"red cat number {i} sat on the mat"} for i in range(8)]
     raw = sft_config(tmp_path, text, text[:4], sft={"eval_generations": 2})
@@ -105,16 +107,16 @@ def test_metric_for_best_model_checked_at_config_time(tmp_path):
     import pytest
 
     from suites import config
-    from suites.errors import UserError
+    from suites.errors import MISTAKES
 
     def load(train, sft=None):
         raw = sft_config(tmp_path, **({"sft": sft} if sft else {}))
         raw["train"].update(train)
         return config.from_dict(raw)
 
-    with pytest.raises(UserError, match="perplexity"):
+    with pytest.raises(MISTAKES, match="perplexity"):
         load({"metric_for_best_model": "perplexty"})
-    with pytest.raises(UserError, match="need sft.eval_generations"):
+    with pytest.raises(MISTAKES, match="need sft.eval_generations"):
         load({"metric_for_best_model": "bleu"})
     assert load({"metric_for_best_model": "bleu"}, {"eval_generations": 2}).train.get("greater_is_better") is None
     assert load({"metric_for_best_model": "eval_perplexity"}).train["greater_is_better"] is False

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from suites import config
-from suites.errors import UserError
+from suites.errors import MISTAKES
 from tasks.instruction import CHATML_TEMPLATE, InstructionTask
 from tasks.tokenizer import CHAT_LIKE, train_tokenizer
 from tests.conftest import write_jsonl
@@ -69,20 +69,20 @@ def test_text_format_trains_on_all_and_refuses_completion_loss(tmp_path, tokeniz
     task, ds = _task(tmp_path, [{"text": "red cat blue dog"}] * 2, tokenizer)
     assert task.format == "text" and task.loss_on == "all"
     assert ds[0]["input_ids"][-1] == tokenizer.eos_token_id
-    with pytest.raises(UserError, match="sft.loss_on=assistant needs prompt/completion"):
+    with pytest.raises(MISTAKES, match="sft.loss_on=assistant needs prompt/completion"):
         _task(tmp_path, [{"text": "red cat"}] * 2, tokenizer, sft={"loss_on": "assistant"})
 
 
 def test_data_format_key_overrides_detection_and_unknown_columns_fail(tmp_path, tokenizer):
-    with pytest.raises(UserError, match="cannot tell the SFT data format"):
+    with pytest.raises(MISTAKES, match="cannot tell the SFT data format"):
         config.from_dict(sft_config(tmp_path, [{"question": "a", "answer": "b"}]))
-    with pytest.raises(UserError, match="no column 'messages'"):
+    with pytest.raises(MISTAKES, match="no column 'messages'"):
         config.from_dict(sft_config(tmp_path, [{"text": "a"}], data={"format": "messages"}))
 
 
 def test_rows_with_no_assistant_turn_are_counted_and_fail(tmp_path, tokenizer):
     rows = chat_rows(4) + [{"messages": [{"role": "user", "content": "red"}]}] * 2
-    with pytest.raises(UserError) as err:
+    with pytest.raises(MISTAKES) as err:
         _task(tmp_path, rows, tokenizer)
     msg = str(err.value)
     assert "2 of 6 rows have no trained tokens" in msg and "line 5" in msg and "no assistant turn" in msg
@@ -90,10 +90,10 @@ def test_rows_with_no_assistant_turn_are_counted_and_fail(tmp_path, tokenizer):
 
 def test_roles_out_of_order_name_file_and_line(tmp_path, tokenizer):
     rows = chat_rows(2) + [{"messages": [{"role": "assistant", "content": "x"}, {"role": "user", "content": "y"}]}]
-    with pytest.raises(UserError, match=r"train.jsonl: line 3: roles out of order"):
+    with pytest.raises(MISTAKES, match=r"train.jsonl: line 3: roles out of order"):
         _task(tmp_path, rows, tokenizer)
     rows = chat_rows(2) + [{"messages": [{"role": "user", "content": "x"}, {"role": "user", "content": "y"}]}]
-    with pytest.raises(UserError, match=r"line 3: roles out of order: two user turns"):
+    with pytest.raises(MISTAKES, match=r"line 3: roles out of order: two user turns"):
         _task(tmp_path, rows, tokenizer)
 
 
@@ -101,7 +101,7 @@ def test_template_without_prefix_property_is_refused_for_assistant_loss(tmp_path
     tok = train_tokenizer([" ".join(WORDS)] * 3, 300, CHAT_LIKE)
     # renders the number of turns first: a prefix of the conversation is not a prefix of its rendering
     tok.chat_template = "{{ messages|length }}{% for m in messages %}{{ m['content'] }}{% endfor %}"
-    with pytest.raises(UserError, match="assistant-only loss mask needs"):
+    with pytest.raises(MISTAKES, match="assistant-only loss mask needs"):
         _task(tmp_path, chat_rows(2), tok)
 
 
@@ -135,7 +135,7 @@ def test_generation_prompts_end_with_the_assistant_header(tmp_path, tokenizer):
 
 def test_eval_in_another_format_than_train_fails(tmp_path, tokenizer):
     raw = sft_config(tmp_path, chat_rows(2), [{"text": "red cat"}])
-    with pytest.raises(UserError, match="data format text differs from the training data's messages"):
+    with pytest.raises(MISTAKES, match="data format text differs from the training data's messages"):
         InstructionTask(config.from_dict(raw)).load("train")
 
 
@@ -155,7 +155,7 @@ def test_alpaca_system_and_history_columns_become_turns(tmp_path, tokenizer):
 @pytest.mark.parametrize("bad", [{"history": [["red"]]}, {"history": "red cat"}, {"system": 3}])
 def test_malformed_alpaca_history_or_system_names_the_line(tmp_path, tokenizer, bad):
     rows = [{"instruction": "red", "output": "cat"}, {"instruction": "blue", "output": "dog", **bad}]
-    with pytest.raises(UserError) as e:
+    with pytest.raises(MISTAKES) as e:
         _task(tmp_path, rows, tokenizer)
     msg = str(e.value)
     assert "line 2" in msg and ("history" in msg or "system" in msg) and "\n" not in msg

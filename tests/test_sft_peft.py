@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 
-from suites.cli import run
+from suites.run.cli import run
 from tasks.instruction import CHATML_TEMPLATE
 from tasks.tokenizer import CHAT_LIKE, train_tokenizer
 from tests.conftest import write_yaml

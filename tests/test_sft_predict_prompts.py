@@ -7,7 +7,8 @@ import json
 import logging
 import os
 
-from suites import cli, config
+from suites import config
+from suites.run import cli
 from tasks.tokenizer import CHAT_LIKE, train_tokenizer
 from tests.conftest import write_jsonl, write_yaml
 from tests.sft_common import sft_config
@@ -37,11 +38,12 @@ def test_plain_prompts_get_the_chat_template_of_a_messages_model(tmp_path, caplo
 
 
 def test_prompt_completion_training_data_is_no_chat(tmp_path):
+    from tasks.instruction import detect_format
     from tasks.trained_chat import trained_on_chat
 
     rows = [{"prompt": "repeat: red", "completion": " red"}] * 8
     cfg = config.load(write_yaml(tmp_path / "c.yaml", sft_config(tmp_path, train_rows=rows, eval_rows=rows)))
-    assert trained_on_chat(cfg) is False
+    assert trained_on_chat(cfg, detect_format) is False
 
 
 def test_a_completion_cut_inside_a_character_has_no_replacement_character():

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from suites import config
-from suites.errors import UserError
+from suites.errors import MISTAKES
 from tasks.instruction import CHATML_TEMPLATE
 from tasks.tokenizer import CHAT_LIKE, train_tokenizer
 from tests.sft_common import WORDS, chat_rows, sft_config
@@ -37,16 +37,16 @@ USER_ASSISTANT = [{"role": "user", "content": "red"}, {"role": "assistant", "con
 ])
 def test_null_conversation_column_names_the_line(tmp_path, bad, column):
     rows = chat_rows(3) + [bad]
-    with pytest.raises(UserError, match=rf"train.jsonl: line 4: column '{column}' is missing or null"):
+    with pytest.raises(MISTAKES, match=rf"train.jsonl: line 4: column '{column}' is missing or null"):
         _task(tmp_path, rows, _tok())
 
 
 def test_null_sharegpt_and_alpaca_fields_name_the_line(tmp_path):
     conv = {"conversations": [{"from": "human", "value": "red"}, {"from": "gpt", "value": "cat"}]}
-    with pytest.raises(UserError, match=r"line 3: column 'conversations' is missing or null"):
+    with pytest.raises(MISTAKES, match=r"line 3: column 'conversations' is missing or null"):
         _task(tmp_path, [conv, conv, {"conversations": None}], _tok())
     alp = {"instruction": "name a pet", "input": "", "output": "cat"}
-    with pytest.raises(UserError, match=r"line 2: column 'instruction' is missing or null"):
+    with pytest.raises(MISTAKES, match=r"line 2: column 'instruction' is missing or null"):
         _task(tmp_path, [alp, {"instruction": None, "input": "", "output": "x"}], _tok())
 
 
@@ -60,13 +60,13 @@ def test_conversational_prompt_completion_trains_the_completion_only(tmp_path):
     assert "".join(_trained(tok, ds[0])).replace(" ", "") == "dog<|im_end|>moon<|im_end|>"
     # a missing completion is an error, not a loss on the assistant turn of the prompt
     rows = [{"prompt": history, "completion": completion}, {"prompt": history, "completion": None}]
-    with pytest.raises(UserError, match=r"line 2: column 'completion' is missing or null"):
+    with pytest.raises(MISTAKES, match=r"line 2: column 'completion' is missing or null"):
         _task(tmp_path, rows, tok)
 
 
 def test_conversational_prompt_with_a_text_completion_is_refused(tmp_path):
     rows = [{"prompt": USER_ASSISTANT[:1], "completion": "cat"}] * 2
-    with pytest.raises(UserError, match=r"line 1: a conversational prompt .* needs a conversational completion"):
+    with pytest.raises(MISTAKES, match=r"line 1: a conversational prompt .* needs a conversational completion"):
         _task(tmp_path, rows, _tok())
 
 
@@ -88,7 +88,7 @@ def test_template_that_renders_no_answer_text_is_an_error_with_its_reason(tmp_pa
     template = ("{% for m in messages %}{% if m['role'] == 'user' %}<|im_start|>user\n{{ m['content'] }}<|im_end|>\n"
                 "{% else %}<|im_start|>assistant\n{% endif %}{% endfor %}"
                 "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")  # the answers themselves left out
-    with pytest.raises(UserError, match="2 of 2 rows have no trained tokens.*chat template that renders no text"):
+    with pytest.raises(MISTAKES, match="2 of 2 rows have no trained tokens.*chat template that renders no text"):
         _task(tmp_path, [{"messages": USER_ASSISTANT}] * 2, _tok(template))
 
 
@@ -96,13 +96,13 @@ def test_template_that_refuses_a_conversation_names_the_line(tmp_path):
     template = ("{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
                 "{% endif %}" + CHATML_TEMPLATE)
     rows = [{"messages": USER_ASSISTANT}, {"messages": [{"role": "system", "content": "x"}] + USER_ASSISTANT}]
-    with pytest.raises(UserError, match=r"line 2: the chat template refused this conversation: System role"):
+    with pytest.raises(MISTAKES, match=r"line 2: the chat template refused this conversation: System role"):
         _task(tmp_path, rows, _tok(template))
 
 
 def test_loss_on_all_takes_a_template_without_the_prefix_property(tmp_path):
     tok = _tok("{{ messages|length }}{% for m in messages %}{{ m['content'] }}{% endfor %}")
-    with pytest.raises(UserError, match=r"line 1: the chat template does not render"):
+    with pytest.raises(MISTAKES, match=r"line 1: the chat template does not render"):
         _task(tmp_path, chat_rows(2), tok)
     _, ds = _task(tmp_path, chat_rows(2), tok, sft={"loss_on": "all"})
     assert all(lab != -100 for lab in ds[0]["labels"][1:])
@@ -147,14 +147,14 @@ def test_a_model_whose_attention_ignores_position_restarts_really_leaks():
 
 
 def test_packing_off_by_default_and_refused_for_leaky_model_types(tmp_path):
-    from suites.sft_checks import model_type
+    from suites.config.model_type import model_type
 
     def cfg(**sections):
         return config.from_dict(sft_config(tmp_path, **sections))
 
     for fc in (TINY_OPT, TINY_BLOOM):
         assert cfg(model={"from_config": dict(fc)}).sft.packing is False
-        with pytest.raises(UserError, match=f"model type {fc['model_type']} would let packed documents"):
+        with pytest.raises(MISTAKES, match=f"model type {fc['model_type']} would let packed documents"):
             cfg(model={"from_config": dict(fc)}, sft={"packing": True})
     assert cfg().sft.packing is True  # Llama reads the restarts
     # a local model directory, and an adapter directory naming it as its base
@@ -189,7 +189,7 @@ def test_an_eager_only_model_trains_from_the_command_line(tmp_path):
     import json
     import os
 
-    from suites.cli import run
+    from suites.run.cli import run
     from tests.conftest import write_yaml
 
     raw = sft_config(tmp_path, model={"from_config": dict(TINY_BLOOM)})

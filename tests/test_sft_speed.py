@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from collators.sft import PaddingCollator, PackedCollator, budget_groups, group_documents
-from suites import config, runner, sft_speed
-from suites.errors import UserError
+from suites import config, sft_speed
+from suites.run import runner
+from suites.errors import MISTAKES
 from tests.sft_common import TINY_LLAMA, chat_rows, sft_config
 
 
@@ -103,9 +104,9 @@ def test_packing_on_by_default_except_where_it_could_leak(tmp_path):
 
 
 def test_batch_tokens_checked_at_config_time(tmp_path):
-    with pytest.raises(UserError, match="at least sft.max_length"):
+    with pytest.raises(MISTAKES, match="at least sft.max_length"):
         config.from_dict(sft_config(tmp_path, sft={"max_length": 64, "batch_tokens": 32}))
-    with pytest.raises(UserError, match="exclude each other"):
+    with pytest.raises(MISTAKES, match="exclude each other"):
         config.from_dict(sft_config(tmp_path, sft={"batch_tokens": 512}))  # sft_config sets a batch size
 
 
@@ -129,7 +130,7 @@ def test_default_attention_choice(monkeypatch):
     assert sft_speed.default_attention() == "flash_attention_3"
     _machine(monkeypatch, cuda=True, installed=())
     assert sft_speed.default_attention() == "sdpa"
-    from suites.sft_checks import PACKING_SAFE_ATTENTION
+    from suites.config.sft import PACKING_SAFE_ATTENTION
 
     for case in [(False, (0, 0), ()), (True, (9, 0), (flex, "flash_attn", "flash_attn_interface")),
                  (True, (8, 6), ("flash_attn",)), (True, (8, 0), (flex,))]:

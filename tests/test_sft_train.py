@@ -9,8 +9,9 @@ import torch.nn.functional as F
 
 from collators.sft import (PackedCollator, PaddingCollator, best_fit_decreasing, document_lengths,
                            pack_documents)
-from suites import config, runner
-from suites.errors import UserError
+from suites import config
+from suites.run import runner
+from suites.errors import MISTAKES
 from suites.sft import neftune_noise
 from tests.sft_common import TINY_LLAMA, chat_rows, sft_config
 
@@ -136,7 +137,7 @@ def test_neftune_off_adds_no_noise_and_padding_rows_get_none(tmp_path):
 def test_leaky_attention_refused_with_packing(tmp_path):
     raw = sft_config(tmp_path, sft={"packing": True}, model={"from_config": dict(TINY_LLAMA),
                                                              "attn_implementation": "paged|sdpa"})
-    with pytest.raises(UserError, match="attend to each other"):
+    with pytest.raises(MISTAKES, match="attend to each other"):
         config.from_dict(raw)
     raw["sft"]["packing"] = False
     config.from_dict(raw)  # fine without packing

@@ -8,7 +8,8 @@ import os
 
 import pytest
 
-from suites import cli, config
+from suites import config
+from suites.run import cli
 from suites.errors import UserError
 from tests.conftest import write_yaml
 

@@ -8,13 +8,15 @@ import os
 
 import pytest
 
-from suites import cli, config
-from suites.errors import UserError
+from suites import config
+
+from suites.run import cli
+from suites.errors import MISTAKES
 from tests.conftest import write_yaml
 
 
 def error_of(tmp_path, cfg, overrides=()) -> str:
-    with pytest.raises(UserError) as info:
+    with pytest.raises(MISTAKES) as info:
         config.load(write_yaml(tmp_path / "c.yaml", cfg), list(overrides))
     msg = str(info.value)
     assert "\n" not in msg
@@ -46,7 +48,7 @@ def test_train_values_of_the_right_type_pass(tmp_path, cls_config):
 def test_duplicate_yaml_key_is_an_error_naming_both_lines(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("task: classification\ntrain:\n  learning_rate: 1.0e-4\n  learning_rate: 2.0e-4\n")
-    with pytest.raises(UserError) as info:
+    with pytest.raises(MISTAKES) as info:
         config.load(str(path))
     assert "line 4, column 3: malformed YAML: duplicate key 'learning_rate' (first given on line 3)" in str(
         info.value)

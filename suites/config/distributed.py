@@ -1,8 +1,8 @@
 """Config-time checks of distributed settings (DeepSpeed, FSDP, context parallelism) against the rest
-of the run config; called by suites/validate.py. Each rule fails with one line saying what to set.
+of the run config; called by validate.py. Each rule fails with one line saying what to set.
 
 Presets: `train.deepspeed: zero2 | zero3 | zero3-offload` and `train.fsdp_config: fsdp2` name the JSON
-files in suites/presets/ (shipped inside the package, so a plain wheel install finds them; scripts/ links
+files in suites/config/presets/ (shipped inside the package, so a plain wheel install finds them; scripts/ links
 to them). Their "auto" fields are filled by transformers from the `train:` block.
 """
 
@@ -12,7 +12,7 @@ import importlib.util
 import json
 import os
 
-from .errors import UserError
+from ..errors import UserError
 
 PRESETS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "presets")
 DEEPSPEED_PRESETS = {"zero2": "ds_zero2.json", "zero3": "ds_zero3.json", "zero3-offload": "ds_zero3_offload.json"}

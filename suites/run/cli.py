@@ -22,7 +22,7 @@ import os
 import sys
 import warnings
 
-from .errors import UserError
+from ..errors import MISTAKES, UserError
 
 EPILOG = """examples:
   trainsuite train configs/demo.yaml
@@ -109,8 +109,8 @@ def run(argv=None) -> int:
         args.overrides = [*args.overrides, *extra]
     # bitsandbytes warns at import about an optional CPU kernel package; 4/8-bit works without it
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
-    from .reliability import RunStopped  # imports transformers (and so bitsandbytes): after the line above
-    from . import config
+    from .signals import RunStopped  # imports transformers (and so bitsandbytes): after the line above
+    from .. import config
 
     try:
         if args.command == "merge":
@@ -143,7 +143,7 @@ def run(argv=None) -> int:
                 results = runner.evaluate(cfg)
             else:
                 results = runner.predict(cfg, args.input, args.output)
-    except UserError as exc:
+    except MISTAKES as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except RunStopped as exc:
@@ -200,7 +200,7 @@ def _report_or_init(args) -> int:
         else:
             print(text, end="")
         return 0
-    from . import report
+    from ..outputs import report
 
     if len(args.run_dirs) == 1:
         path = report.write_report(args.run_dirs[0], args.output)

@@ -10,7 +10,7 @@ import json
 import logging
 import os
 
-from .errors import UserError
+from ..errors import UserError
 
 log = logging.getLogger("trainsuite")
 

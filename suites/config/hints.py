@@ -1,11 +1,13 @@
 """Hints for a config key in the wrong place: another section's key (`train.num_beams` ->
 `generation.num_beams`), a TrainingArguments field outside `train:`, or another tool's name for one
-of ours (`lr`, `lora_alpha`). Used by the config loader and suites/validate.py."""
+of ours (`lr`, `lora_alpha`). Used by loader.py and validate.py."""
 
 from __future__ import annotations
 
 import dataclasses
 import typing
+
+from .schema import RESERVED_TRAIN_KEYS, RunConfig, dataclass_of, training_argument_names
 
 # Keys users bring from other tools, and where they go here.
 ALIASES = {
@@ -30,18 +32,14 @@ def hint_elsewhere(key, where: str) -> str:
     alias = ALIASES.get(f"{here}.{key}") or ALIASES.get(key)
     if alias:
         return f" (did you mean {' or '.join(repr(a) for a in alias.split(' or '))}?)"
-    from .config import RESERVED_TRAIN_KEYS, RunConfig, _dataclass_of
-
     homes = []
     for f in dataclasses.fields(RunConfig):
-        sub = _dataclass_of(typing.get_type_hints(RunConfig)[f.name])
+        sub = dataclass_of(typing.get_type_hints(RunConfig)[f.name])
         if f.name == key and where and f.name != "source_path":
             homes.append(f"top-level '{key}'")
         elif sub is not None and f.name != here and key in {g.name for g in dataclasses.fields(sub)}:
             homes.append(f"'{f.name}.{key}'")
     if not homes and here != "train":
-        from .validate import training_argument_names
-
         if key in training_argument_names() and key not in RESERVED_TRAIN_KEYS:
             homes.append(f"'train.{key}'")
     return f" (did you mean {' or '.join(homes)}?)" if homes else ""

@@ -1,6 +1,6 @@
 """docs/config.md, generated from the config dataclasses so that it cannot drift.
 
-    python -m suites.config_docs > docs/config.md
+    python -m suites.config.reference > docs/config.md
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import inspect
 import re
 import typing
 
-from . import config
+from . import schema as config
 
 SECTIONS = [
     ("top level", config.RunConfig),
@@ -28,7 +28,7 @@ FIELD_LINE = re.compile(r"^\s+(\w+):\s*(.+?)(?:\s+#\s*(.*))?$")
 
 INTRO = """# Config reference
 
-Generated from `suites/config.py` by `python -m suites.config_docs > docs/config.md`; a test checks
+Generated from `suites/config/schema.py` by `python -m suites.config.reference > docs/config.md`; a test checks
 that it is current. Every key can be overridden on the command line as `section.key=value`.
 
 `train:` takes any field of `transformers.TrainingArguments` (see its documentation); unknown fields
@@ -82,7 +82,7 @@ def render() -> str:
 
 
 def _refused_train_keys() -> str:
-    from suites.train_checks import REFUSED_TRAIN_KEYS
+    from .train_values import REFUSED_TRAIN_KEYS
 
     rows = "\n".join(f"| `{k}` | {why.replace('|', chr(92) + '|')} |" for k, why in REFUSED_TRAIN_KEYS.items())
     return ("\n## `train` keys refused\n\nFields of `transformers.TrainingArguments` that `train:` refuses "

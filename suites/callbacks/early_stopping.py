@@ -12,7 +12,8 @@ import logging
 
 from transformers import TrainerCallback
 
-from .errors import UserError
+from ..errors import UserError
+from . import find_callback
 
 log = logging.getLogger("trainsuite")
 
@@ -69,8 +70,6 @@ def early_stopping_callbacks(cfg) -> list:
 
 def results(trainer) -> dict:
     """results.json keys: the step where early stopping ended training, and the best checkpoint's."""
-    from .reliability import find_callback
-
     cb = find_callback(trainer, EarlyStopping)
     if cb is None:
         return {}

@@ -1,4 +1,4 @@
-"""Checks of `train:` values and of the numeric settings beside them, run by suites/validate.py before any
+"""Checks of `train:` values and of the numeric settings beside them, run by suites/config/validate.py before any
 model loads: a value transformers or torch would take and then fail on (a traceback after the model
 loaded) or silently misread (`num_train_epochs: 0` saves an untrained model) is refused in one line.
 
@@ -10,10 +10,10 @@ from __future__ import annotations
 import math
 import os
 
-from suites.errors import UserError
+from ..errors import UserError
 
 # TrainingArguments fields `train:` refuses (or takes only in one form), with the reason shown to the user
-# and in docs/config.md (suites/config_docs.py renders this table).
+# and in docs/config.md (suites/config/reference.py renders this table).
 REFUSED_TRAIN_KEYS = {
     "output_dir": "a top-level key: `output_dir` (`train.output_dir` is taken when it equals it or the "
                   "top level leaves it unset)",
@@ -134,7 +134,7 @@ POSITION_KEYS = ("max_position_embeddings", "n_positions")
 def position_limit(cfg) -> int | None:
     """The model's position table size, read without loading it (from_config with the model type's
     defaults, or a local directory's config.json); None when unknown or when positions are relative (T5)."""
-    from .validate import _json_field
+    from .model_type import _json_field
 
     if cfg.model.from_config:
         from transformers import AutoConfig

@@ -20,8 +20,8 @@ import platform
 import re
 from dataclasses import dataclass, field
 
-from .errors import UserError
-from .report_figures import colors, confusion_png, curves, is_metric
+from ..errors import UserError
+from .figures import colors, confusion_png, curves, is_metric
 
 log = logging.getLogger("trainsuite")
 

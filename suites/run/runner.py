@@ -5,7 +5,6 @@ Every family goes through the same three commands (train, eval, predict).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -13,12 +12,17 @@ import time
 
 import transformers
 
-from . import report, tracking
-from . import distributed
-from .base import training_arguments
-from .errors import UserError
-from .family import family_for
-from .modeling import parameter_counts
+from tasks import io
+
+from .. import distributed
+from ..base import training_arguments
+from ..callbacks import early_stopping
+from ..errors import MISTAKES, UserError
+from ..family import family_for
+from ..modeling import load_tokenizer, parameter_counts
+from ..outputs import report, tracking
+from . import signals
+from .resume import resolve_resume
 
 log = logging.getLogger("trainsuite")
 
@@ -59,8 +63,6 @@ def _inference_model(cfg) -> None:
 
 def build(cfg, mode: str, predict_input: str | None = None):
     """(family, task, tokenizer, trainer, raw splits) for a command."""
-    from .modeling import load_tokenizer
-
     if mode != "train":
         _inference_model(cfg)
     family = family_for(cfg)
@@ -86,23 +88,22 @@ def build(cfg, mode: str, predict_input: str | None = None):
 
 
 def train(cfg, overwrite: bool = False, resume=None) -> dict:
-    from . import early_stopping, reliability
-
     # the config's way to say --resume: train.resume_from_checkpoint: true | PATH (a TrainingArguments field)
     from_config = cfg.train.pop("resume_from_checkpoint", None)
     resume = resume if resume is not None else from_config
     guard_output_dir(cfg, overwrite, resume)
-    resume = reliability.resolve_resume(cfg.output_dir, resume)
+    resume = resolve_resume(cfg.output_dir, resume)
     if resume and cfg.tokenizer.train_from_data:
         # a retrained tokenizer may number tokens differently: resume with the checkpoint's own
         cfg.tokenizer.train_from_data, cfg.tokenizer.name_or_path = False, resume
     existed = os.path.isdir(cfg.output_dir)
     try:
         family, task, tokenizer, trainer, data = build(cfg, "train")
-    except UserError:
+    except MISTAKES:
         if not existed:  # a mistake found while preparing leaves no half-made run behind
             shutil.rmtree(cfg.output_dir, ignore_errors=True)
         raise
+    trainer.add_callback(signals.GracefulStop())  # SIGTERM/SIGINT: checkpoint, then exit 3
     counts = parameter_counts(trainer.model)
     log.info("model: %s parameters, %s trainable", f"{counts['params_total']:,}",
              f"{counts['params_trainable']:,}")
@@ -115,9 +116,9 @@ def train(cfg, overwrite: bool = False, resume=None) -> dict:
     try:
         out = trainer.train(resume_from_checkpoint=resume)
     finally:  # also after a crash: the caller's own SIGINT/SIGTERM handling comes back
-        reliability.restore_signal_handlers(trainer)
+        signals.restore_signal_handlers(trainer)
     runtime = time.perf_counter() - start
-    stopped_extra = reliability.raise_if_stopped(trainer, cfg)  # a signal or a non-finite step
+    stopped_extra = signals.raise_if_stopped(trainer, cfg)  # a signal or a non-finite step
     stopped_extra.update(early_stopping.results(trainer))
     trainer.save_model()
     trainer.save_state()
@@ -144,12 +145,7 @@ def predict(cfg, input_path: str, output_path: str) -> dict:
     family, task, tokenizer, trainer, data = build(cfg, "predict", predict_input=input_path)
     rows = family.predict_rows(trainer, task, data["predict"], tokenizer)
     if trainer.is_world_process_zero():
-        os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
-        tmp = output_path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            for row in rows:
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, output_path)  # never a half-written predictions file
+        io.write_jsonl(output_path, rows)  # never a half-written predictions file
     log.info("wrote %d predictions to %s", len(rows), output_path)
     return trainer.write_results(family.predict_metrics, {"num_predictions": len(rows),
                                                           "predictions_file": output_path},

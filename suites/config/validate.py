@@ -5,21 +5,16 @@ Runs before any model or dataset is loaded, so a typo costs seconds, not a GPU h
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
-import json
 import os
 
-from .errors import UserError, did_you_mean
-
-T5_FAMILY = ("t5", "mt5", "umt5", "longt5", "byt5", "switch_transformers")
-
-
-def training_argument_names() -> set[str]:
-    from transformers import TrainingArguments
-
-    return {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
-
+from ..errors import UserError, did_you_mean
+from .distributed import validate_distributed
+from .hints import hint_elsewhere
+from .integrations import check_report_to
+from .model_type import T5_FAMILY, model_type_or_guess
+from .schema import RESERVED_TRAIN_KEYS, training_argument_names
+from .sft import EVAL_METRICS, validate_sft
 
 # train: keys whose value the suite reads in its own way (resume_from_checkpoint: true | PATH)
 _UNTYPED_TRAIN_KEYS = {"resume_from_checkpoint"}
@@ -96,8 +91,6 @@ def _check_train_types(train: dict) -> None:
 
 
 def validate(cfg) -> None:
-    from .config import RESERVED_TRAIN_KEYS
-
     m = cfg.model
     if m.name_or_path is None and m.from_config is None:
         raise UserError("config: set model.name_or_path (hub name or local dir) or model.from_config")
@@ -116,21 +109,17 @@ def validate(cfg) -> None:
         if key in RESERVED_TRAIN_KEYS:
             raise UserError(f"config: 'train.{key}' is set at the top level: use {RESERVED_TRAIN_KEYS[key]}")
         if key not in names:
-            from .config_hints import hint_elsewhere
-
             raise UserError(f"config: unknown key 'train.{key}' (not a TrainingArguments field)"
                             f"{hint_elsewhere(key, 'train') or did_you_mean(key, names)}")
     _check_train_types(cfg.train)
-    from suites.train_checks import check_values
+    from .train_values import check_values
 
     check_values(cfg)  # ranges: batch sizes, epochs, steps, seed, lengths against the model's positions
-
-    from .tracking import check_report_to
 
     check_report_to(cfg)  # report_to: tensorboard | mlflow must be installed
     if "label_smoothing_factor" in cfg.train:  # our families compute their own loss
         raise UserError("config: use loss.label_smoothing instead of train.label_smoothing_factor")
-    model_type = _model_type(cfg)
+    model_type = model_type_or_guess(cfg)
     if cfg.train.get("fp16") and model_type in T5_FAMILY:
         raise UserError(f"config: train.fp16 with a {model_type} model gives NaN losses "
                         "(known T5 overflow); use train.bf16=true on a GPU that supports it, or fp32")
@@ -147,14 +136,10 @@ def validate(cfg) -> None:
         if m.from_config is not None:
             raise UserError("config: quantization needs pretrained weights (model.name_or_path), "
                             "not model.from_config")
-    from .distributed_checks import validate_distributed
-
     validate_distributed(cfg)  # DeepSpeed / FSDP / context parallelism against PEFT, packing, batch size
     if cfg.sft.packing and cfg.task != "sft":
         raise UserError(f"config: sft.packing applies to task: sft, not task: {cfg.task}")
     if cfg.task == "sft":
-        from .sft_checks import validate_sft
-
         validate_sft(cfg)
     if cfg.tokenizer.train_from_data and cfg.data.train is None:
         raise UserError("config: tokenizer.train_from_data needs data.train")
@@ -187,8 +172,6 @@ def _check_best_metric(cfg) -> None:
     loads, not as transformers' KeyError after the first evaluation. Classification metrics depend on
     the problem type, known once the data is read (tasks/classification.py checks those)."""
     from tasks.metrics.generation import METRIC_NAMES
-
-    from .sft_checks import EVAL_METRICS
 
     metric = cfg.train.get("metric_for_best_model")
     if metric is None or cfg.task == "classification":
@@ -242,52 +225,6 @@ def _check_early_stopping(cfg) -> None:
                         "to epoch or steps")
     cfg.train.setdefault("metric_for_best_model", "loss")
     cfg.train.setdefault("load_best_model_at_end", True)
-
-
-def _json_field(path: str, key: str):
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh).get(key)
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-def _cached_config(repo: str) -> str | None:
-    """A hub model's config.json when it is already in the local cache (nothing is downloaded)."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        path = try_to_load_from_cache(repo, "config.json")
-    except Exception:  # noqa: BLE001 - not a repo id, no hub library: unknown
-        return None
-    return path if isinstance(path, str) else None
-
-
-def model_type(cfg) -> str | None:
-    """The `model_type` of the configured model, read without loading it (from_config, a local
-    directory, a saved adapter's base, or the hub cache); None when it cannot be known up front."""
-    if cfg.model.from_config:
-        return cfg.model.from_config.get("model_type")
-    path = cfg.model.name_or_path and os.path.expanduser(cfg.model.name_or_path)
-    for _ in range(2):  # an adapter directory names its base model
-        if not path or path.startswith("package:"):
-            return None
-        if os.path.isdir(path):
-            found = _json_field(os.path.join(path, "config.json"), "model_type")
-            if found:
-                return found
-            path = _json_field(os.path.join(path, "adapter_config.json"), "base_model_name_or_path")
-            continue
-        cached = _cached_config(path)
-        return _json_field(cached, "model_type") if cached else None
-    return None
-
-
-def _model_type(cfg) -> str | None:
-    """model_type(), else a T5-family name guessed from the hub name (for the fp16 check)."""
-    found = model_type(cfg)
-    lowered = (cfg.model.name_or_path or "").lower().replace("-", "")
-    return found or next((t for t in T5_FAMILY if t in lowered), None)
 
 
 def check_data(cfg, splits=("train", "eval")) -> None:

@@ -1,58 +1,18 @@
 """`train.report_to`: TensorBoard and MLflow through transformers' integrations, plus what they leave out.
 
-- A missing package is a config error (one line naming the pip install), found before any model loads.
+- A missing package is a config error (suites/config/integrations.py), found before any model loads.
 - MLflow logs to a local file store, OUTPUT_DIR/mlruns, unless MLFLOW_TRACKING_URI says otherwise.
 - The run config and the model's parameter counts (total / trainable) go to every integration that is on.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 
 from transformers import TrainerCallback
 
-from .errors import UserError
-
-# report_to value -> (importable module(s), pip package)
-PACKAGES = {"tensorboard": (("tensorboard", "tensorboardX"), "tensorboard"), "mlflow": (("mlflow",), "mlflow")}
-
-
-def requested(train: dict) -> list[str]:
-    value = train.get("report_to", "none")
-    values = [value] if isinstance(value, str) else list(value or [])
-    return [v for v in values if v not in ("none", None)]
-
-
-# pip package of transformers' other integrations, where it differs from the report_to name
-PIP_NAMES = {"flyte": "flytekit", "azure_ml": "azureml-core", "kubeflow": "kfp"}
-
-
-def check_report_to(cfg) -> None:
-    """Called by suites/validate.py: an integration asked for by name must exist and be installed
-    (transformers raises a RuntimeError deep inside Trainer otherwise)."""
-    from transformers.integrations import integration_utils
-
-    from .errors import did_you_mean
-
-    known = sorted(integration_utils.INTEGRATION_TO_CALLBACK)
-    for name in requested(cfg.train):
-        if name == "all":
-            continue
-        if name in PACKAGES:
-            modules, pip_name = PACKAGES[name]
-            installed = any(importlib.util.find_spec(m) for m in modules)
-        elif name in known:
-            pip_name = PIP_NAMES.get(name, name)
-            installed = name in integration_utils.get_available_reporting_integrations()
-        else:
-            raise UserError(f"config: train.report_to: unknown integration {name!r} (one of none, all, "
-                            f"{', '.join(known)}){did_you_mean(name, known)}")
-        if not installed:
-            raise UserError(f"config: train.report_to: {name} is not installed; pip install {pip_name} "
-                            "(or set train.report_to: none)")
-
+from ..config.integrations import requested
 
 def attach(cfg, trainer, counts: dict) -> None:
     """Before training: MLflow's default store, and a callback that logs config and parameter counts."""

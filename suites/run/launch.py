@@ -14,7 +14,7 @@ underlying command is printed before it runs.
 The launcher stays the parent of torchrun: a SIGTERM/SIGINT/SIGHUP sent to it (a scheduler's
 preemption notice, Ctrl-C) is passed on once to torchrun, which passes it on to the processes
 (torchrun runs in its own session, so a terminal's Ctrl-C does not reach it twice). Each process
-runs `trainsuite` through `suites.launch --worker` and leaves its exit code in a folder the launcher
+runs `trainsuite` through `suites.run.launch --worker` and leaves its exit code in a folder the launcher
 reads at the end, so the launcher exits with trainsuite's own codes (2 a mistake, 3 interrupted after
 a checkpoint, 4 non-finite loss) instead of torchrun's 1.
 """
@@ -30,12 +30,12 @@ import subprocess
 import sys
 import tempfile
 
-from .distributed_checks import DEEPSPEED_INSTALL, DEEPSPEED_PRESETS, FSDP_PRESETS, preset_path
+from ..config.distributed import DEEPSPEED_INSTALL, DEEPSPEED_PRESETS, FSDP_PRESETS, preset_path
+from .signals import COMMAND_ENV  # this launch, for the `continue with: ... --resume` hint
 
 COMMANDS = ("train", "eval", "predict")
-WORKER = "--worker"  # what torchrun runs on each process: `python -m suites.launch --worker COMMAND ...`
+WORKER = "--worker"  # what torchrun runs on each process: `python -m suites.run.launch --worker COMMAND ...`
 STATUS_ENV = "TRAINSUITE_LAUNCH_STATUS"  # folder where each process leaves its exit code (rank-R)
-COMMAND_ENV = "TRAINSUITE_LAUNCH_COMMAND"  # this launch, for the `continue with: ... --resume` hint
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 EXIT_MEANING = {2: "a mistake in the config, data or command line: see the error: line above",
                 3: "interrupted after saving a checkpoint: run the same command with --resume",
@@ -135,7 +135,7 @@ def build(argv: list[str], env=None) -> tuple[list[str], dict]:
                 f"--master-port={args.master_port}"]
     else:
         cmd += ["--standalone"]  # a free port on this machine, no rendezvous server
-    cmd += ["-m", "suites.launch", WORKER, command, rest[0], *overrides, *rest[1:]]
+    cmd += ["-m", "suites.run.launch", WORKER, command, rest[0], *overrides, *rest[1:]]
     return cmd, added
 
 

@@ -1,5 +1,5 @@
 """The figures of a run report (matplotlib, headless): training and evaluation curves, throughput,
-memory and the confusion matrix, as PNG bytes. suites/report.py puts them on the page."""
+memory and the confusion matrix, as PNG bytes. suites/outputs/report.py puts them on the page."""
 
 from __future__ import annotations
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from .distributed_checks import context_parallel_size
-from .errors import UserError
-from .validate import model_type
+from ..errors import UserError
+from .distributed import context_parallel_size
+from .model_type import model_type
 
 # what the SFT evaluation reports (suites/sft.py); with sft.eval_generations also the generation metrics
 EVAL_METRICS = ("loss", "perplexity", "mean_token_accuracy", "num_tokens")
@@ -33,7 +33,7 @@ def default_packing(cfg) -> bool:
 
 
 def validate_sft(cfg) -> None:
-    """Config-time checks of the sft: block (called by suites/validate.py). Resolves an unset
+    """Config-time checks of the sft: block (called by validate.py). Resolves an unset
     sft.packing to its default, so that everything after sees true or false."""
     s = cfg.sft
     if s.max_length < 2:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from .errors import UserError
+from ..errors import UserError
 
 COMMON_TRAIN = """\
 train:                               # any transformers.TrainingArguments field

@@ -1,0 +1,165 @@
+"""The run config's schema: one dataclass per section, with its defaults and comments (docs/config.md
+is generated from them by reference.py). `train:` holds transformers.TrainingArguments fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Literal, Optional, Union
+
+
+
+TASKS = ("classification", "seq2seq", "sft")
+# Keys of `train:` that the suite owns and sets itself.
+RESERVED_TRAIN_KEYS = {"output_dir": "output_dir (top level)", "seed": "seed (top level)"}
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: Optional[str] = None  # hub name, local dir, or package:<module>/<subdir>
+    from_config: Optional[dict] = None  # transformers config fields, to train from scratch
+    revision: Optional[str] = None  # hub branch, tag or commit
+    trust_remote_code: bool = False  # allow a hub model's own Python code
+    attn_implementation: Optional[str] = None  # sdpa | eager | flash_attention_2 | flex_attention
+
+
+@dataclass
+class TokenizerConfig:
+    name_or_path: Optional[str] = None  # default: the model's own
+    train_from_data: bool = False
+    vocab_size: int = 8000
+    # byte-level bpe trains reproducibly; the tokenizers library's wordpiece and unigram trainers do
+    # not (their vocabularies vary between trainings): resume reloads the saved tokenizer, and in a
+    # multi-process run rank 0 trains it and sends it to the others
+    algorithm: Literal["bpe", "unigram", "wordpiece"] = "bpe"
+    lowercase: bool = False
+
+
+@dataclass
+class DataConfig:
+    train: Union[str, dict, None] = None  # file, hub dataset, or {source: f, target: f}
+    eval: Union[str, dict, None] = None
+    eval_fraction: Optional[float] = None  # hold out this share of train when no eval file
+    max_train_samples: Optional[int] = None
+    max_eval_samples: Optional[int] = None
+    format: Optional[str] = None  # sft: text | prompt_completion | messages | sharegpt | alpaca
+    # classification
+    text_column: str = "text"
+    text_pair_column: Optional[str] = None
+    label_column: str = "label"
+    problem_type: Optional[
+        Literal["single_label_classification", "multi_label_classification", "regression"]
+    ] = None
+    labels: Optional[list] = None  # fixed label order; default: sorted labels seen in train
+    max_length: int = 256
+    # seq2seq
+    source_column: str = "source"
+    target_column: str = "target"
+    source_lang: Optional[str] = None
+    target_lang: Optional[str] = None
+    source_prefix: str = ""
+    max_source_length: int = 256
+    max_target_length: int = 256
+
+
+@dataclass
+class LossConfig:
+    class_weights: Union[str, list, None] = None  # "auto" or one weight per class
+    label_smoothing: Optional[float] = None  # default: 0.1 for seq2seq from scratch, else 0
+    multi_label_threshold: float = 0.5
+
+
+@dataclass
+class PeftConfig:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: Union[str, list] = "all-linear"
+    use_dora: bool = False
+    use_rslora: bool = False
+
+
+@dataclass
+class QuantizationConfig:
+    bits: Literal[4, 8] = 4
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    double_quant: bool = True
+
+
+@dataclass
+class GenerationConfig:
+    num_beams: int = 1
+    max_new_tokens: int = 128
+    length_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    batch_size: Optional[int] = None  # default: per_device_eval_batch_size
+    forced_bos_token: Optional[str] = None  # seq2seq: first decoder token, e.g. mBART/NLLB target code de_DE
+
+
+@dataclass
+class EarlyStoppingConfig:
+    # stops after `patience` evaluations in a row without improvement of train.metric_for_best_model
+    # (default loss); the best checkpoint is loaded at the end unless train.load_best_model_at_end: false
+    patience: int = 3  # evaluations without improvement of metric_for_best_model before stopping
+    threshold: float = 0.0  # an improvement must be larger than this (in the metric's units)
+
+
+@dataclass
+class SFTConfig:
+    max_length: int = 1024
+    # packed rows give the same loss as unpacked ones, much faster; left unset, packing is off only for
+    # remote model code, a leaky model.attn_implementation or context parallelism
+    packing: Optional[bool] = None  # padding-free packed rows; default: on where it cannot leak (docs/sft.md)
+    # per device, replacing per_device_train_batch_size: with packing one padding-free row of at most
+    # this many tokens, else length-bucketed batches of at most this many tokens padding included.
+    # Unset: per_device_train_batch_size rows (packed: bins of max_length, so at most batch x max_length)
+    batch_tokens: Optional[int] = None  # token budget of a training micro-batch, instead of a batch size
+    loss_on: Optional[Literal["all", "completion", "assistant"]] = None  # default by data format
+    neftune_alpha: Optional[float] = None
+    overlong: Literal["truncate", "drop"] = "truncate"
+    eval_generations: int = 0  # held-out eval prompts to generate completions for at each evaluation
+
+
+@dataclass
+class RunConfig:
+    task: Literal["classification", "seq2seq", "sft"]  # the task family
+    output_dir: str = "runs/default"  # checkpoints, model, results.json, predictions, reports
+    seed: int = 42  # seeds model init, data order and dropout
+    # "stop" ends the run (exit 4) naming the step, keeping the last good checkpoint; "skip" drops
+    # that update and counts it in results.json (nonfinite_steps_skipped)
+    nonfinite: Literal["stop", "skip"] = "stop"  # on a NaN/inf loss or gradient: stop | skip the step
+    model: ModelConfig = field(default_factory=ModelConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: dict = field(default_factory=dict)  # transformers.TrainingArguments fields
+    loss: LossConfig = field(default_factory=LossConfig)
+    peft: Optional[PeftConfig] = None  # present = LoRA on
+    quantization: Optional[QuantizationConfig] = None  # present = load in 4/8 bit
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    # present = stop when train.metric_for_best_model (default: loss) stops improving; the best
+    # checkpoint is loaded at the end unless train.load_best_model_at_end is false
+    early_stopping: Optional[EarlyStoppingConfig] = None  # {patience: 3, threshold: 0.0}
+    source_path: Optional[str] = None  # where the YAML came from (set by load)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def dataclass_of(tp):
+    for a in (tp, *typing.get_args(tp)):
+        if dataclasses.is_dataclass(a):
+            return a
+    return None
+
+
+def training_argument_names() -> set[str]:
+    """The fields a `train:` block may set: transformers.TrainingArguments' init fields."""
+    from transformers import TrainingArguments
+
+    return {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
