@@ -248,14 +248,14 @@ def test_a_plain_wheel_install_finds_the_presets(tmp_path):
     (wheel,) = wheels.glob("trainsuite-*.whl")
     subprocess.run([*pip, "install", "--no-deps", "--target", str(target), str(wheel)], check=True,
                    capture_output=True)
-    probe = ("import os, suites.distributed_checks as d; "
+    probe = ("import os, suites.config.distributed as d; "
              "paths = [d.preset_path(n, d.DEEPSPEED_PRESETS) for n in d.DEEPSPEED_PRESETS]; "
              "paths.append(d.preset_path('fsdp2', d.FSDP_PRESETS)); "
              "assert all(p.startswith(os.environ['PYTHONPATH']) and os.path.isfile(p) for p in paths), paths; "
              "import suites.run.launch")
     subprocess.run([sys.executable, "-c", probe], check=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(target)})
     entry_points = next(target.glob("trainsuite-*.dist-info")).joinpath("entry_points.txt").read_text()
-    assert "trainsuite-launch = suites.launch:main" in entry_points
+    assert "trainsuite-launch = suites.run.launch:main" in entry_points
 
 
 def _share_worker(rank, init_file, out_dir):
@@ -295,39 +295,43 @@ def test_tokenizer_trained_once_and_shared_by_all_ranks(tmp_path):
         assert out == {"got": "made by rank 0", "err": "data.train: no text to train a tokenizer on"}
 
 
-def _generate_worker(rank, init_file, out_dir, prompts):
+def _generate_worker(rank, init_file, out_dir, prompts, synced):
     import torch.distributed as dist
 
-    from suites import sft
+    from suites.generation import generate_in_order
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
-    seen = []
+    batches = []
 
-    def fake(model, tokenizer, batch, *args):
-        seen.extend(batch)
-        return [(p.upper(), len(p)) for p in batch]
+    def run_batch(idx, keep):
+        batches.append([prompts[i] for i in idx])
+        return [(prompts[i].upper(), len(prompts[i])) for i in idx], (keep,)
 
-    sft._generate_in_order = fake  # this process only
     try:
-        out = sft.generate(None, None, prompts, None, 4)
+        out, stats = generate_in_order([len(p) for p in prompts], run_batch, 2, synced=synced)
         with open(os.path.join(out_dir, f"gen{rank}.json"), "w") as fh:
-            json.dump({"out": out, "seen": seen}, fh)
+            json.dump({"out": out, "batches": batches, "stats": stats}, fh)
     finally:
         dist.destroy_process_group()
 
 
-def test_sft_generation_splits_prompts_over_processes(tmp_path):
-    """Each process generates its share (equal counts, for sharded models stepping together) and
-    every process gets all completions in prompt order."""
+@pytest.mark.parametrize("synced", [False, True])
+def test_generation_splits_rows_over_processes(tmp_path, synced):
+    """Each process generates every other row of the longest-first order, and every process gets all
+    outputs in row order. With a sharded model (synced) both run the same number of batches, the
+    shorter share topped up with filler rows whose outputs and stats are dropped."""
     import torch.multiprocessing as mp
 
     prompts = ["a", "bbbbb", "cc", "dddd", "eee"]
-    mp.spawn(_generate_worker, args=(str(tmp_path / "init"), str(tmp_path), prompts), nprocs=2, join=True)
-    seen = []
-    for rank in (0, 1):
-        with open(tmp_path / f"gen{rank}.json") as fh:
-            got = json.load(fh)
-        assert got["out"] == [[p.upper(), len(p)] for p in prompts]
-        assert len(got["seen"]) == 3  # ceil(5 / 2): rank 1 repeats one prompt
-        seen += got["seen"]
-    assert set(seen) == set(prompts)
+    mp.spawn(_generate_worker, args=(str(tmp_path / "init"), str(tmp_path), prompts, synced), nprocs=2, join=True)
+    got = [json.load(open(tmp_path / f"gen{rank}.json")) for rank in (0, 1)]
+    for g in got:
+        assert g["out"] == [[p.upper(), len(p)] for p in prompts]
+        assert g["stats"] == [5]  # real rows only, summed over both processes
+    # longest first: bbbbb dddd eee cc a -> rank 0: bbbbb eee a, rank 1: dddd cc
+    if synced:  # 2 full batches each; filler rows repeat the longest row
+        assert got[0]["batches"] == [["bbbbb", "eee"], ["a", "bbbbb"]]
+        assert got[1]["batches"] == [["dddd", "cc"], ["bbbbb", "bbbbb"]]
+    else:
+        assert got[0]["batches"] == [["bbbbb", "eee"], ["a"]]
+        assert got[1]["batches"] == [["dddd", "cc"]]

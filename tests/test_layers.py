@@ -132,8 +132,9 @@ def test_the_checker_sees_circles_and_upward_imports(tmp_path):
     assert cycles(g) == [["a", "b", "c"]]
     path = tmp_path / "m.py"
     path.write_text("def f():\n    from ..run.cli import run\n")
-    assert imports_of("suites.base", path, {"suites.base", "suites.run.cli", "suites.run"}) == {"suites.run.cli"}
-    assert rank("suites.run.cli") > rank("suites.base")
+    known = {"suites.config.loader", "suites.run.cli", "suites.run"}
+    assert imports_of("suites.config.loader", path, known) == {"suites.run.cli"}
+    assert rank("suites.run.cli") > rank("suites.config.loader")
 
 
 def test_each_subpackage_says_what_it_may_import():
@@ -141,3 +142,15 @@ def test_each_subpackage_says_what_it_may_import():
         doc = ast.get_docstring(ast.parse((ROOT / pkg / "__init__.py").read_text()))
         assert doc and "May import" in doc, pkg
     assert os.path.isfile(ROOT / "tasks" / "errors.py")
+
+
+def test_launcher_and_config_load_without_torch():
+    # scripts/launch checks its options and the config before torchrun starts: neither may pay for
+    # importing torch/transformers (seconds, and bitsandbytes' import-time warnings on stderr)
+    import subprocess
+    import sys
+
+    code = ("import sys, suites.run.launch, suites.config; "
+            "print(sorted(m for m in ('torch', 'transformers', 'bitsandbytes') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "[]"

@@ -31,11 +31,10 @@ import sys
 import tempfile
 
 from ..config.distributed import DEEPSPEED_INSTALL, DEEPSPEED_PRESETS, FSDP_PRESETS, preset_path
-from .signals import COMMAND_ENV  # this launch, for the `continue with: ... --resume` hint
+from .env import COMMAND_ENV, STATUS_ENV
 
 COMMANDS = ("train", "eval", "predict")
 WORKER = "--worker"  # what torchrun runs on each process: `python -m suites.run.launch --worker COMMAND ...`
-STATUS_ENV = "TRAINSUITE_LAUNCH_STATUS"  # folder where each process leaves its exit code (rank-R)
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 EXIT_MEANING = {2: "a mistake in the config, data or command line: see the error: line above",
                 3: "interrupted after saving a checkpoint: run the same command with --resume",

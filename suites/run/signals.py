@@ -20,12 +20,12 @@ from transformers import TrainerCallback
 from ..callbacks import find_callback
 from ..callbacks.nonfinite import EXIT_NONFINITE, NonFiniteGuard
 from ..checkpoints import latest_checkpoint
+from .env import COMMAND_ENV
 
 log = logging.getLogger("trainsuite")
 
 EXIT_INTERRUPTED = 3  # a signal stopped training after saving a checkpoint; `--resume` continues it
 
-COMMAND_ENV = "TRAINSUITE_LAUNCH_COMMAND"  # set by scripts/launch: its command, for the `continue with: ... --resume` hint
 
 
 class RunStopped(Exception):
