@@ -114,6 +114,12 @@ class SuiteTrainer(Trainer):
             self._guard.observe_grad_norm(norm)
         return norm
 
+    def _save(self, output_dir=None, state_dict=None):
+        super()._save(output_dir, state_dict)
+        from .file_modes import share_like_other_files
+
+        share_like_other_files(output_dir or self.args.output_dir)  # weights 0644, not safetensors' 0600
+
     def _save_checkpoint(self, model, trial):
         start = time.perf_counter()
         save_checkpoint_atomically(self, super()._save_checkpoint, model, trial)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from collators.classification import ClassificationCollator
-from tasks.classification import MULTI, REGRESSION, ClassificationTask, length_order
+from tasks.classification import MULTI, REGRESSION, ClassificationTask, label_value, length_order
 from tasks.metrics.classification import sigmoid, softmax
 from tasks.tokenizer import BERT_LIKE
 
@@ -64,12 +64,12 @@ class ClassificationFamily(Family):
             probs = sigmoid(logits)
             thr = self.cfg.loss.multi_label_threshold
             for p in probs:
-                rows.append({"labels": [task.labels[i] for i in np.flatnonzero(p >= thr)],
+                rows.append({"labels": [label_value(task.labels[i]) for i in np.flatnonzero(p >= thr)],
                              "probabilities": {n: round(float(x), 6) for n, x in zip(task.labels, p)}})
             return rows
         probs = softmax(logits)
         for p in probs:
             k = int(p.argmax())
-            rows.append({"label": task.labels[k], "score": round(float(p[k]), 6),
+            rows.append({"label": label_value(task.labels[k]), "score": round(float(p[k]), 6),
                          "probabilities": {n: round(float(x), 6) for n, x in zip(task.labels, p)}})
         return rows

@@ -53,8 +53,12 @@ class SuiteSFTTrainer(SuiteTrainer, trl.SFTTrainer):
             train_dataset = group_documents(train_dataset, s.batch_tokens, s.packing,
                                             pad_multiple(), seed=targs.seed)
             targs.per_device_train_batch_size = 1
-        elif s.packing:
-            train_dataset = pack_documents(train_dataset, s.max_length) if train_dataset is not None else None
+        elif s.packing and train_dataset is not None:
+            examples = len(train_dataset)
+            train_dataset = pack_documents(train_dataset, s.max_length)
+            # the schedule line counts these rows; say what they hold (results.json counts the examples)
+            log.info("sft.packing: %d training examples packed into %d rows of at most %d tokens",
+                     examples, len(train_dataset), s.max_length)
         if s.packing:
             eval_dataset = pack_documents(eval_dataset, s.max_length) if eval_dataset is not None else None
         if train_dataset is None:  # eval / predict: trl insists on a train set it will not use
@@ -146,6 +150,19 @@ def stop_token_ids(tokenizer) -> list[int]:
     return [i for i in dict.fromkeys(ids) if i is not None]
 
 
+def decode_completion(tokenizer, ids: list[int]) -> str:
+    """The generated ids decoded as one sequence. A byte-level model may stop (at a stop token or at
+    max_new_tokens) after the first bytes of a character: those bytes decode to U+FFFD, which is no text
+    the model wrote, so up to 3 such trailing tokens (a UTF-8 character has at most 4 bytes) are left out."""
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    for drop in range(1, min(3, len(ids)) + 1) if text.endswith("\ufffd") else ():
+        shorter = tokenizer.decode(ids[:-drop], skip_special_tokens=True)
+        if not shorter.endswith("\ufffd"):
+            text = shorter
+            break
+    return text.strip()
+
+
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[str], gen, batch_size: int, synced_gpus: bool = False,
              quiet: bool = True) -> list[tuple[str, int]]:
@@ -167,7 +184,7 @@ def generate(model, tokenizer, prompts: list[str], gen, batch_size: int, synced_
         outs = []
         for row in seqs[:, enc["input_ids"].shape[1]:].tolist():
             cut = next((j for j, t in enumerate(row) if t in stops), len(row))
-            outs.append((tokenizer.decode(row[:cut], skip_special_tokens=True).strip(), cut))
+            outs.append((decode_completion(tokenizer, row[:cut]), cut))
         return outs, ()
 
     try:

@@ -64,6 +64,12 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def label_value(name: str):
+    """A label name as the data wrote it: "1" of a file of 0/1 labels is the int 1 (names are kept as text
+    in the label map; text that does not spell its number back, like "01", stays text)."""
+    return _as_number(name)
+
+
 def _names(labels) -> list[str]:
     """Label names as the data's labels are named (data.labels: [0.0, 1.0] are "0" and "1")."""
     return [str(_as_number(x)) for x in labels]
@@ -138,8 +144,11 @@ class ClassificationTask(Task):
             self.labels = _names(d.labels)
             self.problem_type = self.problem_type or SINGLE
         else:
-            raise DataError("config: evaluating a model without a trained classification head: "
-                            "set data.labels (the label names in id order)")
+            trained_here = os.path.isfile(os.path.join(self.cfg.output_dir, LABEL_FILE))
+            hint = f"; to use the model trained into {self.cfg.output_dir}, add model.name_or_path=" \
+                f"{self.cfg.output_dir}" if trained_here else ""
+            raise DataError(f"config: evaluating a model without a trained classification head "
+                            f"({self.cfg.model.name_or_path}): set data.labels (the label names in id order){hint}")
         if self.problem_type != REGRESSION and len(self.labels) < 2:
             raise DataError(f"data.train: only one label ({self.labels}) in column '{d.label_column}'; "
                             "classification needs at least two")
@@ -149,7 +158,10 @@ class ClassificationTask(Task):
             self._check_best_metric()
         if "train" in splits and self.problem_type == SINGLE:
             self.class_weights = self._class_weights(train_labels)
-        log.info("classification: %s, %d labels %s", self.problem_type, len(self.labels), self.labels[:10])
+        if self.problem_type == REGRESSION:
+            log.info("classification: regression (one output, column '%s')", d.label_column)
+        else:
+            log.info("classification: %s, %d labels %s", self.problem_type, len(self.labels), self.labels[:10])
 
     def save(self, output_dir: str) -> None:
         with open(os.path.join(output_dir, LABEL_FILE), "w") as fh:
@@ -318,6 +330,17 @@ class ClassificationTask(Task):
         logits, labels = eval_pred.predictions, eval_pred.label_ids
         if isinstance(logits, tuple):
             logits = logits[0]
+        if self.eval_order is not None and len(labels) == len(self.eval_order):
+            # the eval rows ran longest first: back to the file's order (eval_predictions.jsonl)
+            back = np.argsort(np.asarray(self.eval_order), kind="stable")
+            logits, labels = np.asarray(logits)[back], np.asarray(labels)[back]
+        if self.problem_type in (REGRESSION, MULTI):
+            from .eval_rows import multi_label_rows, regression_rows
+
+            if self._eval_rows_wanted(labels):
+                self._write_eval_rows(regression_rows(self.eval_texts, logits, labels) if self.problem_type == REGRESSION
+                                      else multi_label_rows(self.eval_texts, logits, labels, self.labels,
+                                                            self.cfg.loss.multi_label_threshold, label_value))
         if self.problem_type == REGRESSION:
             return M.regression(logits, labels)
         if self.problem_type == MULTI:
@@ -327,22 +350,29 @@ class ClassificationTask(Task):
         self.save_eval_predictions(logits, labels)
         return metrics
 
+    def _eval_rows_wanted(self, labels) -> bool:
+        return int(os.environ.get("RANK", "0")) == 0 and self.eval_texts is not None and \
+            len(self.eval_texts) == len(labels)
+
     def save_eval_predictions(self, logits, labels) -> None:
         """OUTPUT_DIR/eval_predictions.jsonl: text, true and predicted label, confidence (for the report)."""
-        if int(os.environ.get("RANK", "0")) != 0 or self.eval_texts is None or len(self.eval_texts) != len(labels):
+        if not self._eval_rows_wanted(labels):
             return
         probs = M.softmax(logits)
-        labels = np.asarray(labels).reshape(-1)
-        if self.eval_order is not None:  # the eval rows run longest first: back to the file's order
-            back = np.argsort(np.asarray(self.eval_order), kind="stable")
-            labels, probs = labels[back], probs[back]
+        rows = []
+        for text, y, p in zip(self.eval_texts, np.asarray(labels).reshape(-1), probs):
+            k = int(p.argmax())
+            rows.append({"text": text, "label": label_value(self.labels[int(y)]),
+                         "predicted": label_value(self.labels[k]),
+                         "confidence": round(float(p[k]), 6), "p_label": round(float(p[int(y)]), 6)})
+        self._write_eval_rows(rows)
+
+    def _write_eval_rows(self, rows) -> None:
         path = os.path.join(self.cfg.output_dir, "eval_predictions.jsonl")
+        os.makedirs(self.cfg.output_dir, exist_ok=True)
         with open(path + ".tmp", "w", encoding="utf-8") as fh:
-            for text, y, p in zip(self.eval_texts, labels, probs):
-                k = int(p.argmax())
-                fh.write(json.dumps({"text": text, "label": self.labels[int(y)], "predicted": self.labels[k],
-                                     "confidence": round(float(p[k]), 6), "p_label": round(float(p[int(y)]), 6)},
-                                    ensure_ascii=False) + "\n")
+            for row in rows:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
         os.replace(path + ".tmp", path)
 
     def save_confusion_matrix(self, cm) -> None:

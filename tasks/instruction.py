@@ -205,6 +205,7 @@ class InstructionTask(Task):
         self.loss_on: str | None = None
         self.stats: dict = {}
         self.generation_rows: dict = {}  # split -> [(prompt text, reference)] for generation eval
+        self.chat = False  # training rows rendered with the chat template (tasks/trained_chat.py)
 
     def check(self, ds, key, spec) -> None:
         fmt = data_format(self.cfg, ds.column_names, key)
@@ -223,6 +224,7 @@ class InstructionTask(Task):
                 raise DataError(f"{where(spec, row)}: {problem}")
             msgs = to_messages(row, fmt)
             if msgs is not None:
+                self.chat = self.chat or key == "data.train"
                 problem = conversation_problem(msgs, need_assistant=False)
                 if problem:
                     raise DataError(f"{where(spec, row)}: {problem}")
@@ -253,6 +255,11 @@ class InstructionTask(Task):
             tokenizer.pad_token = tokenizer.eos_token
         self.loss_on = loss_on(self.cfg, self.format)
         log.info("sft data: format %s, loss on %s", self.format, self.loss_on)
+
+    def save(self, output_dir: str) -> None:
+        from .trained_chat import save
+
+        save(output_dir, self.format, self.chat)
 
     # -- rendering -----------------------------------------------------------
     def render(self, row, tokenizer) -> tuple[str, list[tuple[int, int]], str | None, str | None]:
@@ -354,7 +361,11 @@ class InstructionTask(Task):
         key = f"data.{split}" if split in ("train", "eval") else "--input"
         self._prefix_renderer = None  # built anew: setup may have changed the template or special tokens
         if split == "predict":
-            rows = [self.render_row(r, tokenizer, spec) for r in io.iter_rows(ds)]
+            from .trained_chat import as_user_turn, trained_on_chat
+
+            chat = self.format == "prompt_completion" and trained_on_chat(self.cfg, detect_format)
+            rows = [self.render_row(as_user_turn(r) if chat and isinstance(r["prompt"], str) else r, tokenizer, spec)
+                    for r in io.iter_rows(ds)]
             if any(p is None for _, _, p, _ in rows):
                 raise DataError(f"{key}: predict needs prompts; plain text rows have none")
             return datasets.Dataset.from_dict({"prompt": [r[2] for r in rows], "reference": [r[3] for r in rows]})

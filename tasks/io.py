@@ -56,6 +56,8 @@ def check_exists(spec: Any, key: str) -> None:
                                 f"got {p!r}")
             check_exists(p, f"{key}.{side}")
         return
+    if is_local(spec) and os.path.isdir(os.path.expanduser(spec)):
+        raise DataError(f"{key}: {spec} is a directory; give a data file (csv, tsv, json, jsonl, parquet, txt)")
     if is_local(spec) and not os.path.isfile(os.path.expanduser(spec)):
         where = "" if os.path.isabs(os.path.expanduser(spec)) else \
             f" (a relative path is looked for in the current directory, {os.getcwd()}, and in the config file's)"
@@ -144,15 +146,19 @@ def read_delimited(path: str, delimiter: str) -> list[dict]:
         raise DataError(f"{path}: line 1: column {twice[0]!r} appears twice in the header")
     rows = []
     while True:
+        start = reader.line_num + 1  # the row's first line (a quoted field may run over several)
         try:
             fields = next(reader)
         except StopIteration:
             break
         except csv.Error as exc:
-            raise DataError(f"{path}: line {reader.line_num}: malformed row ({exc})") from None
+            raise DataError(f"{path}: line {start}: malformed row ({exc})") from None
         n = reader.line_num
         if not any(f.strip() for f in fields):
             continue
+        if len(fields) != len(header) and n > start and "\n" in fields[-1]:
+            raise DataError(f"{path}: line {start}: a quote opened on this line is not closed (the field runs "
+                            f"to line {n}); close it, or double a quote inside a quoted field (\"\")")
         if len(fields) != len(header):
             raise DataError(f"{path}: line {n}: expected {len(header)} fields ({', '.join(header)}), "
                             f"found {len(fields)}")
@@ -335,10 +341,14 @@ def peek_columns(spec: Any, key: str) -> set[str] | None:
     path = os.path.expanduser(spec)
     kind = file_kind(path)
     if kind in ("csv", "tsv"):  # the header as read_delimited reads it (quoted names included)
+        text = _read_text(path)
         try:
-            header = next(_csv_reader(_read_text(path), "\t" if kind == "tsv" else ","), [])
+            header = next(_csv_reader(text, "\t" if kind == "tsv" else ","), [])
         except csv.Error as exc:
             raise DataError(f"{path}: line 1: malformed header ({exc})") from None
+        if not header:
+            raise DataError(f"{path}: " + ("empty file (expected a header line)" if not text.strip()
+                                           else "line 1: empty (expected the header line)"))
         return {h.strip() for h in header}
     if kind == "parquet":
         import pyarrow.parquet as pq

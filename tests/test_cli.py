@@ -99,3 +99,26 @@ def test_bad_data_leaves_no_half_made_run(tmp_path, cls_config, capsys):
     assert run(["train", cfg]) == 2
     assert "bad_eval.jsonl: line 2: unknown label 'meh'" in capsys.readouterr().err
     assert not os.path.exists(cls_config["output_dir"])
+
+
+def test_results_into_a_closed_pipe_is_no_traceback():
+    # `trainsuite predict ... | head -3` closed the pipe before the JSON was written: BrokenPipeError traceback
+    child = ("import os; from suites.run.cli import _print_results\n"
+             "r, w = os.pipe(); os.close(r); os.dup2(w, 1)\n"
+             "_print_results({'eval_loss': 0.5, 'rows': list(range(20000))})\n")
+    proc = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, \
+        proc.stderr
+
+
+def test_rouge_scoring_logs_nothing_at_info(caplog):
+    # first hour, seq2seq: every evaluation logged "INFO absl: Using default tokenizer." (rouge-score)
+    import logging
+
+    from suites.run.cli import _setup_logging
+    from tasks.metrics.generation import generation_metrics
+
+    _setup_logging(False)
+    with caplog.at_level(logging.INFO):
+        generation_metrics(["a cat sat"], ["a cat sat"], [3])
+    assert "Using default tokenizer" not in caplog.text

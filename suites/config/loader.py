@@ -165,6 +165,8 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
 
 
 def read_yaml(path: str) -> dict:
+    if os.path.isdir(path):
+        raise UserError(f"config: {path} is a directory, not a YAML file")
     if not os.path.isfile(path):
         raise UserError(f"config file not found: {path}")
     try:
@@ -190,6 +192,11 @@ def from_dict(raw: dict, base_dir: str = ".") -> RunConfig:
     if raw["task"] not in TASKS:
         raise UserError(f"config: 'task' must be one of {', '.join(TASKS)}, got {raw['task']!r}"
                         f"{did_you_mean(str(raw['task']), TASKS)}")
+    from .train_values import read_no_as_string, reconcile_top_level
+
+    reconcile_top_level(raw)  # train.seed equal to (or instead of) the top-level seed
+    if isinstance(raw.get("train"), dict):
+        read_no_as_string(raw["train"])  # `save_strategy: no` is YAML's false
     cfg = _build(RunConfig, raw, "")
     _resolve_paths(cfg, base_dir)
     validate(cfg)

@@ -32,7 +32,8 @@ Generated from `suites/config/schema.py` by `python -m suites.config.reference >
 that it is current. Every key can be overridden on the command line as `section.key=value`.
 
 `train:` takes any field of `transformers.TrainingArguments` (see its documentation); unknown fields
-are rejected with a suggestion. `output_dir` and `seed` are top-level keys. Defaults the suite
+are rejected with a suggestion; the few it refuses are listed at the end, with the reason.
+`output_dir` and `seed` are top-level keys. Defaults the suite
 applies unless you set them: `per_device_train_batch_size: 16`, `per_device_eval_batch_size: 64`,
 `num_train_epochs: 3`, `logging_steps: 10`, `save_total_limit: 2`, `eval_strategy: epoch` when there
 is eval data, `save_strategy: epoch`, bf16 where the GPU supports it (fp32 otherwise), real-token
@@ -76,7 +77,16 @@ def render() -> str:
             else:
                 default = "required"
             parts.append(f"| `{f.name}` | {_type_name(hints[f.name])} | `{default}` | {notes.get(f.name, '').replace('|', chr(92) + '|')} |")
+    parts.append(_refused_train_keys())
     return "\n".join(parts) + "\n"
+
+
+def _refused_train_keys() -> str:
+    from .train_values import REFUSED_TRAIN_KEYS
+
+    rows = "\n".join(f"| `{k}` | {why.replace('|', chr(92) + '|')} |" for k, why in REFUSED_TRAIN_KEYS.items())
+    return ("\n## `train` keys refused\n\nFields of `transformers.TrainingArguments` that `train:` refuses "
+            "(or takes only in one form):\n\n| key | why |\n| --- | --- |\n" + rows)
 
 
 def _base(tp):

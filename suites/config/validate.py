@@ -115,6 +115,9 @@ def validate(cfg) -> None:
             raise UserError(f"config: unknown key 'train.{key}' (not a TrainingArguments field)"
                             f"{hint_elsewhere(key, 'train') or did_you_mean(key, names)}")
     _check_train_types(cfg.train)
+    from .train_values import check_values
+
+    check_values(cfg)  # ranges: batch sizes, epochs, steps, seed, lengths against the model's positions
 
     check_report_to(cfg)  # report_to: tensorboard | mlflow must be installed
     if "label_smoothing_factor" in cfg.train:  # our families compute their own loss
@@ -125,6 +128,10 @@ def validate(cfg) -> None:
                         "(known T5 overflow); use train.bf16=true on a GPU that supports it, or fp32")
     if cfg.train.get("fp16") and cfg.train.get("bf16"):
         raise UserError("config: train.fp16 and train.bf16 exclude each other")
+    if cfg.peft is not None and m.from_config is not None:  # the random base is never saved
+        raise UserError("config: peft (LoRA) with model.from_config trains adapters over random weights that are "
+                        "not saved, so eval/predict could not load the run; remove the peft: block (train the "
+                        "whole model) or start from pretrained weights (model.name_or_path)")
     if cfg.quantization is not None:
         if cfg.peft is None:
             raise UserError("config: quantization (4/8-bit) needs a peft: block; quantized weights "

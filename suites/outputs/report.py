@@ -261,6 +261,13 @@ def _family_section(run: Run) -> list:
 
 
 def _worst_examples(rows: list) -> str:
+    if rows and all("error" in r for r in rows):  # regression: the largest errors first
+        shown = sorted(rows, key=lambda r: -abs(r["error"]))[:MAX_ROWS]
+        note = (f'<p class="note">The {len(shown)} of {len(rows)} eval examples with the largest error '
+                "(predicted minus true value).</p>")
+        return note + _table(("text", "true value", "predicted", "error"),
+                             [(_clip(r.get("text")), _fmt(r.get("label")), _fmt(r.get("predicted")), _fmt(r["error"]))
+                              for r in shown], num_cols=(1, 2, 3))
     scored = [r for r in rows if "p_label" in r]
     scored.sort(key=lambda r: r["p_label"])
     wrong = sum(1 for r in rows if r.get("label") != r.get("predicted"))

@@ -91,6 +91,7 @@ def _setup_logging(quiet: bool) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     logging.getLogger("trainsuite").setLevel(level)
+    logging.getLogger("absl").setLevel(logging.WARNING)  # rouge-score logs "Using default tokenizer." per call
     import transformers
 
     transformers.utils.logging.set_verbosity_warning()
@@ -149,8 +150,19 @@ def run(argv=None) -> int:
         print(f"stopped: {exc}", file=sys.stderr)
         return exc.exit_code
     if int(os.environ.get("RANK", "0")) == 0:
-        print(json.dumps(results, indent=2, sort_keys=True))
+        _print_results(results)
     return 0
+
+
+def _print_results(results: dict) -> None:
+    """The result JSON on stdout. A reader that stops early (`trainsuite eval c.yaml | head -3`) closes the
+    pipe: the run's work is done and saved, so that is no error and no traceback."""
+    try:
+        print(json.dumps(results, indent=2, sort_keys=True), flush=True)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's flush at exit would raise again
+        os.close(devnull)
 
 
 @contextlib.contextmanager
