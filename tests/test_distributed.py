@@ -118,13 +118,8 @@ def test_launch_command_cpu_and_multi_node():
     assert tail[:3] == ["eval", "c.yaml", "train.fsdp=true"] and tail[3].endswith("presets/fsdp2.json")
 
 
-HIDE_DEEPSPEED = """import importlib.abc, sys
-class _Hide(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "deepspeed" or name.startswith("deepspeed."):
-            raise ModuleNotFoundError(name)
-sys.meta_path.insert(0, _Hide())
-"""
+# sys.modules[name] = None: importlib.util.find_spec answers None and `import deepspeed` fails
+HIDE_DEEPSPEED = "import sys\nsys.modules['deepspeed'] = None\n"
 
 
 def test_launch_refuses_deepspeed_without_the_package(tmp_path):
