@@ -186,7 +186,7 @@ def test_sigterm_saves_checkpoint_exits_3_and_resumes(tmp_path, cls_config):
     parts = resumed["train_runtime_s_sessions"]
     assert len(parts) == 2 and len(whole["train_runtime_s_sessions"]) == 1
     assert resumed["train_runtime_s"] == pytest.approx(sum(parts), abs=2e-3)
-    assert resumed["train_runtime"] > parts[1] - 1e-3  # transformers' runtime: the sessions summed too
+    assert resumed["train_runtime"] > parts[0]  # transformers' runtime covers the first session too
     assert resumed["train_steps_per_second"] == pytest.approx(
         (step + 2) / resumed["train_runtime"], rel=1e-2)
     for key in ("epoch", "num_train_samples", "global_batch_size"):

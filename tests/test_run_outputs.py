@@ -88,6 +88,7 @@ def test_eval_writes_beside_the_training_results(tmp_path, cls_config):
     assert (out / "results.json").read_text() == trained  # train_loss, runtime, counts, epoch: as trained
     ev = _results(out, "eval_results.json")
     assert ev["num_eval_samples"] == 30 and "eval_accuracy" in ev and ev["model"] == str(out)
+    assert "epoch" not in ev  # an eval trains nothing: no "epoch 0" for a trained model
     assert ev["eval_loss"] == pytest.approx(_results(out)["eval_loss"], rel=1e-5)  # the same model
     html = (out / "report.html").read_text()
     assert "Evaluation (eval_results.json)" in html

@@ -138,6 +138,7 @@ def train(cfg, overwrite: bool = False, resume=None) -> dict:
 def evaluate(cfg) -> dict:
     family, task, tokenizer, trainer, data = build(cfg, "eval")
     metrics = trainer.evaluate()
+    metrics.pop("epoch", None)  # Trainer.log adds the untrained state's epoch (0): not the model's
     # beside the training results, not over them: results.json keeps train_loss, runtime, epoch
     results = trainer.write_results(metrics, {"num_eval_samples": len(data["eval"])},
                                     filename=report.EVAL_RESULTS)
