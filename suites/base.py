@@ -120,6 +120,14 @@ class SuiteTrainer(Trainer):
 
         share_like_other_files(output_dir or self.args.output_dir)  # weights 0644, not safetensors' 0600
 
+    def _determine_best_metric(self, metrics, trial):
+        from .best_checkpoint import wins_tie
+
+        if wins_tie(self.args, self.state, metrics):  # a tie of the metric: the lower eval_loss is best
+            self.state.best_global_step = self.state.global_step
+            return True
+        return super()._determine_best_metric(metrics, trial)
+
     def _save_checkpoint(self, model, trial):
         start = time.perf_counter()
         save_checkpoint_atomically(self, super()._save_checkpoint, model, trial)
@@ -180,12 +188,13 @@ class SuiteTrainer(Trainer):
 
     # -- results -------------------------------------------------------------
     def write_results(self, metrics: dict, extra: dict | None = None, merge: bool = False,
-                      replace_prefix: str | None = None) -> dict:
+                      replace_prefix: str | None = None, filename: str = "results.json") -> dict:
         """One flat JSON object in OUTPUT_DIR/results.json (rank 0 only). `merge` keeps the keys
-        of an earlier command (eval after train) that this one does not produce, except those
-        starting with `replace_prefix` (an earlier predict's scores on another input file)."""
+        of an earlier command (predict after train) that this one does not produce, except those
+        starting with `replace_prefix` (an earlier predict's scores on another input file).
+        `trainsuite eval` writes its own file (eval_results.json) beside the training results."""
         cfg = self.suite_cfg
-        path = os.path.join(self.args.output_dir, "results.json")
+        path = os.path.join(self.args.output_dir, filename)
         out = {}
         if merge and os.path.isfile(path):
             with open(path) as fh:

@@ -43,6 +43,9 @@ def save_checkpoint_atomically(trainer, save, model, trial) -> None:
             state.best_model_checkpoint = best
     trainer.accelerator.wait_for_everyone()
     if trainer.args.should_save:
+        from .run_totals import record
+
+        record(trainer, os.path.join(staging, name))  # the run so far, for the results of a resumed run
         state.save_to_json(os.path.join(staging, name, "trainer_state.json"))
         if os.path.isdir(final):
             shutil.rmtree(final)

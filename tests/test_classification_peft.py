@@ -68,9 +68,9 @@ def test_eval_of_a_lora_run_dir(tmp_path, cls_config, pretrained_dir):
     assert run(["train", cfg]) == 0
     trained = json.load(open(tmp_path / "run" / "results.json"))
     assert run(["eval", cfg, f"model.name_or_path={tmp_path / 'run'}", "peft=null"]) == 0
-    again = json.load(open(tmp_path / "run" / "results.json"))
+    again = json.load(open(tmp_path / "run" / "eval_results.json"))
     assert again["eval_loss"] == pytest.approx(trained["eval_loss"], rel=1e-5)
     # with its training config as it is (peft: block kept) the trained adapter is used, not wrapped anew
     assert run(["eval", cfg, f"model.name_or_path={tmp_path / 'run'}"]) == 0
-    again = json.load(open(tmp_path / "run" / "results.json"))
+    again = json.load(open(tmp_path / "run" / "eval_results.json"))
     assert again["eval_loss"] == pytest.approx(trained["eval_loss"], rel=1e-5)

@@ -32,9 +32,9 @@ def test_train_eval_predict_end_to_end(tmp_path, cls_config, capsys):
 
     # eval of a from-scratch config evaluates the model trained into output_dir
     assert run(["eval", cfg]) == 0
-    again = json.load(open(os.path.join(out, "results.json")))
+    again = json.load(open(os.path.join(out, "eval_results.json")))
     assert abs(again["eval_accuracy"] - results["eval_accuracy"]) < 1e-9
-    assert again["train_loss"] == results["train_loss"]  # eval merges into the train results
+    assert json.load(open(os.path.join(out, "results.json"))) == results  # the training results stay
 
     rows = [{"text": "the movie was great"}, {"text": "boring dull plot"}, {"text": "a"}]
     inp = write_jsonl(tmp_path / "in.jsonl", rows)

@@ -37,8 +37,8 @@ def losses(run_dir):
     return [(h["step"], h["loss"]) for h in history if "loss" in h]
 
 
-def results(run_dir):
-    with open(os.path.join(run_dir, "results.json")) as fh:
+def results(run_dir, name="results.json"):
+    with open(os.path.join(run_dir, name)) as fh:
         return json.load(fh)
 
 
@@ -72,7 +72,7 @@ def test_classification_two_processes_equal_one_and_evaluate_each_row_once(tmp_p
     # evaluation of one trained model: 27 rows do not split evenly over 2 processes x batch 4
     single = runner.evaluate(config.load(path))
     launch("--nproc", "2", "eval", path, cwd=tmp_path)
-    double = results(tmp_path / "run1")
+    double = results(tmp_path / "run1", "eval_results.json")  # beside the training results
     assert double["world_size"] == 2 and single["world_size"] == 1
     keys = [k for k in single if k.startswith("eval_") and not k.endswith(("runtime", "_per_second", "_time"))]
     assert "eval_loss" in keys and "eval_accuracy" in keys

@@ -174,7 +174,23 @@ def test_sigterm_saves_checkpoint_exits_3_and_resumes(tmp_path, cls_config):
     assert run(["train", cfg, f"train.max_steps={step + 2}", "--resume"]) == 0
     state = json.load(open(out / "trainer_state.json"))
     assert state["global_step"] == step + 2
-    assert json.load(open(out / "results.json"))["train_loss"] > 0
+    resumed = json.load(open(out / "results.json"))
+
+    # its results describe the whole run, as the uninterrupted run's do (issue 16)
+    # (with the checkpoint's tokenizer: one trained from data may differ between two processes)
+    full = tmp_path / "full"
+    assert run(["train", cfg, f"train.max_steps={step + 2}", f"output_dir={full}",
+                "tokenizer.train_from_data=false", f"tokenizer.name_or_path={ckpt}"]) == 0
+    whole = json.load(open(full / "results.json"))
+    assert resumed["train_loss"] == pytest.approx(whole["train_loss"], rel=1e-4)  # all steps, not the last 2
+    parts = resumed["train_runtime_s_sessions"]
+    assert len(parts) == 2 and len(whole["train_runtime_s_sessions"]) == 1
+    assert resumed["train_runtime_s"] == pytest.approx(sum(parts), abs=2e-3)
+    assert resumed["train_runtime"] > parts[0]  # transformers' runtime covers the first session too
+    assert resumed["train_steps_per_second"] == pytest.approx(
+        (step + 2) / resumed["train_runtime"], rel=1e-2)
+    for key in ("epoch", "num_train_samples", "global_batch_size"):
+        assert resumed[key] == whole[key], key
 
 
 def test_second_signal_stops_at_once(tmp_path, cls_config):

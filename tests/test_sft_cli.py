@@ -15,8 +15,8 @@ from tests.conftest import write_jsonl, write_yaml
 from tests.sft_common import TINY_LLAMA, chat_rows, sft_config
 
 
-def _results(out):
-    with open(os.path.join(out, "results.json")) as fh:
+def _results(out, name="results.json"):
+    with open(os.path.join(out, name)) as fh:
         return json.load(fh)
 
 
@@ -37,7 +37,7 @@ def test_train_eval_predict_end_to_end(tmp_path, capsys):
     losses = {}
     for packing in ("true", "false"):
         assert run(["eval", path, f"sft.packing={packing}", "sft.eval_generations=0", "--quiet"]) == 0
-        losses[packing] = _results(out)["eval_loss"]
+        losses[packing] = _results(out, "eval_results.json")["eval_loss"]
     assert abs(losses["true"] - losses["false"]) < 1e-5
     assert abs(losses["true"] - res["eval_loss"]) < 1e-5
 

@@ -69,7 +69,13 @@ def test_merge_round_trip_gives_the_same_logits(tmp_path, base_dir):
 
     raw, _ = _train(tmp_path, base_dir, peft={"r": 4, "alpha": 8})
     run_dir, merged_dir = raw["output_dir"], str(tmp_path / "merged")
-    assert run(["merge", run_dir, "--output", merged_dir]) == 0
+    os.makedirs(merged_dir)  # another model's folder: merge refuses it, then replaces it with --force
+    with open(os.path.join(merged_dir, "config.json"), "w") as fh:
+        fh.write('{"model_type": "t5"}')
+    assert run(["merge", run_dir, "--output", merged_dir]) == 2
+    assert os.listdir(merged_dir) == ["config.json"]
+    assert run(["merge", run_dir, "--output", merged_dir, "--force"]) == 0
+    assert not [n for n in os.listdir(tmp_path) if ".partial-" in n]  # the temporary folder was moved
     merged = AutoModelForCausalLM.from_pretrained(merged_dir).eval()
     adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), run_dir).eval()
     plain = AutoModelForCausalLM.from_pretrained(base_dir).eval()
@@ -80,6 +86,21 @@ def test_merge_round_trip_gives_the_same_logits(tmp_path, base_dir):
     assert (a - c).abs().max() > 1e-4  # the adapter did change the model
     assert os.path.isfile(os.path.join(merged_dir, "tokenizer.json"))
     assert not os.path.isfile(os.path.join(merged_dir, "adapter_config.json"))
+
+
+def test_merge_refuses_a_non_empty_output_before_loading(tmp_path, capsys):
+    run_dir, out = tmp_path / "run", tmp_path / "out"
+    run_dir.mkdir()
+    out.mkdir()
+    (run_dir / "adapter_config.json").write_text('{"base_model_name_or_path": "no/such-model"}')
+    (out / "model.safetensors").write_text("another run's weights")
+    assert run(["merge", str(run_dir), "--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "exists and is not empty; pass --force" in err
+    assert (out / "model.safetensors").read_text() == "another run's weights"
+    assert run(["merge", str(run_dir), "--output", str(tmp_path)]) == 2  # would delete RUN_DIR itself
+    assert "holds RUN_DIR" in capsys.readouterr().err
+    assert run_dir.is_dir()
 
 
 def test_merge_of_a_non_adapter_dir_fails_clearly(tmp_path, capsys):

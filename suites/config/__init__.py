@@ -1,8 +1,9 @@
 """The run config: its schema (schema.py, one dataclass per section), how a YAML file becomes one
 (loader.py: YAML, command-line overrides, types), and every check made before any model loads
 (validate.py, with the sft/distributed/integrations/model_type rules, the ranges of train_values.py and
-hints for misplaced keys).
-docs/config.md is generated from the schema by reference.py.
+hints for misplaced keys). inference.py loads the config of eval/predict, where a command-line
+model.name_or_path wins over the file's from-scratch model. docs/config.md is generated from the
+schema by reference.py.
 
 May import: suites.errors, tasks (readers, metric names); nothing else of suites.
 """

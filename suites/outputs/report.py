@@ -26,6 +26,7 @@ from .figures import colors, confusion_png, curves, is_metric
 log = logging.getLogger("trainsuite")
 
 ENV_FILE = "environment.json"
+EVAL_RESULTS = "eval_results.json"  # `trainsuite eval` writes here, beside results.json (training)
 PACKAGES = ("torch", "transformers", "trl", "peft", "datasets", "accelerate")
 MAX_ROWS = 20
 MAX_CHARS = 400
@@ -41,6 +42,7 @@ class Run:
     log_history: list = field(default_factory=list)
     state_file: str | None = None
     results: dict = field(default_factory=dict)
+    eval_results: dict = field(default_factory=dict)  # the latest `trainsuite eval` over this run
     config_text: str | None = None
     task: str | None = None
     environment: dict | None = None
@@ -99,7 +101,8 @@ def load_run(run_dir: str, label: str | None = None, log_history: list | None = 
     elif run.state_file:
         run.log_history = (_read_json(run.state_file) or {}).get("log_history", [])
     run.results = _read_json(os.path.join(run_dir, "results.json")) or {}
-    if run.state_file is None and not run.results and log_history is None:
+    run.eval_results = _read_json(os.path.join(run_dir, EVAL_RESULTS)) or {}
+    if run.state_file is None and not run.results and not run.eval_results and log_history is None:
         raise UserError(f"report: {run_dir}: no trainer_state.json (nor in a checkpoint-*) and no "
                         "results.json; is it a trainsuite output_dir?")
     cfg_path = os.path.join(run_dir, "run_config.yaml")
@@ -229,9 +232,11 @@ HEADLINE = ("eval_accuracy", "eval_f1_macro", "eval_bleu", "eval_chrf", "eval_ro
 
 
 def _final_metrics(run: Run) -> dict:
-    """Final metrics: results.json, else the last eval line of the log."""
+    """Final metrics: results.json, else the last eval line of the log, else a later eval's."""
     if run.results:
         return {k: v for k, v in run.results.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if not run.log_history and run.eval_results:  # an eval of a model trained elsewhere
+        return {k: v for k, v in run.eval_results.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     out = {}
     for row in run.log_history:
         out.update({k: v for k, v in row.items() if k.startswith(("eval_", "train_")) and isinstance(v, (int, float))})
@@ -311,6 +316,13 @@ def render_run(run: Run, figures: list) -> str:
         body.append("<h2>Sample generations</h2>" + _generations_table(run.generations))
     body.append("<h2>Final metrics</h2>" + _table(("metric", "value"), [(k, _fmt(v)) for k, v in sorted(metrics.items())],
                                                   num_cols=(1,)))
+    if run.eval_results:
+        ev = run.eval_results
+        numbers = [(k, _fmt(v)) for k, v in sorted(ev.items())
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        body.append(f"<h2>Evaluation ({EVAL_RESULTS})</h2>"
+                    f'<p class="note">trainsuite eval of {_e(ev.get("model") or "?")}, after training</p>'
+                    + _table(("metric", "value"), numbers, num_cols=(1,)))
     env = run.environment
     env_note = ""
     if env is None:

@@ -59,7 +59,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
                    help="continue from the latest (or the given) checkpoint in output_dir")
     add("eval", "evaluate model.name_or_path (a checkpoint dir works; for a model.from_config config, the "
-        "model trained in output_dir) on data.eval; merge the metrics into OUTPUT_DIR/results.json")
+        "model trained in output_dir; on the command line it wins over model.from_config) on data.eval; "
+        "write the metrics to OUTPUT_DIR/eval_results.json")
     pr = add("predict", "write one JSON line of predictions per input row")
     pr.add_argument("--input", required=True, help="rows to predict (jsonl, csv, tsv, json, parquet), or a plain text file (.txt or no "
                     "table extension, e.g. test.en): one input a line (seq2seq, classification)")
@@ -67,7 +68,8 @@ def parser() -> argparse.ArgumentParser:
     help_ = "merge a LoRA run's adapter into its base model (a standalone model)"
     mg = sub.add_parser("merge", help=help_, description=help_)
     mg.add_argument("run_dir", help="run output_dir holding adapter_config.json")
-    mg.add_argument("--output", required=True, help="directory for the merged model")
+    mg.add_argument("--output", required=True, help="directory for the merged model (new or empty)")
+    mg.add_argument("--force", action="store_true", help="replace a non-empty --output")
     help_ = "rebuild a run's report.html from its files, or compare runs on one page"
     rp = sub.add_parser("report", help=help_, description=help_)
     rp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run output_dir (finished or interrupted)")
@@ -117,7 +119,7 @@ def run(argv=None) -> int:
             from .merge import merge
 
             with _stdout_to_stderr(quiet=False):
-                results = merge(args.run_dir, args.output)
+                results = merge(args.run_dir, args.output, args.force)
             print(json.dumps(results, indent=2))
             return 0
         if args.command in ("report", "init"):
@@ -128,15 +130,22 @@ def run(argv=None) -> int:
         if isinstance(getattr(args, "resume", None), str) and "=" in args.resume and not os.path.isdir(args.resume):
             # `--resume key=value`: argparse took an override for the optional CHECKPOINT
             args.overrides, args.resume = [*args.overrides, args.resume], True
-        cfg = config.load(args.config, args.overrides)
+        if args.command in ("eval", "predict"):  # a command-line model.name_or_path wins over from_config
+            from ..config import inference
+
+            cfg = inference.load(args.config, args.overrides)
+        else:
+            cfg = config.load(args.config, args.overrides)
         if args.quiet:
             cfg.train["disable_tqdm"] = True
         if args.command == "predict" and not os.path.isfile(args.input):
             raise UserError(f"--input: file not found: {args.input}")
         _setup_logging(args.quiet)
-        from . import runner
+        if getattr(cfg, "inference_note", None):
+            logging.getLogger("trainsuite").info("%s", cfg.inference_note)
+        from . import lock, runner
 
-        with _stdout_to_stderr(args.quiet):
+        with _stdout_to_stderr(args.quiet), lock.hold(cfg.output_dir):  # one run per output_dir
             if args.command == "train":
                 results = runner.train(cfg, overwrite=args.overwrite, resume=args.resume)
             elif args.command == "eval":

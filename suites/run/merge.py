@@ -1,7 +1,9 @@
 """`trainsuite merge RUN_DIR --output DIR`: fold a LoRA adapter into its base model.
 
 The base is loaded unquantized (a QLoRA adapter is merged into full-precision weights), so the
-output is a standalone model that AutoModelForCausalLM loads without peft.
+output is a standalone model that AutoModelForCausalLM loads without peft. An existing non-empty
+--output is refused unless forced, and the model is written to a temporary folder beside it that
+is renamed into place: a failed merge leaves no half-written model, and no other run's files mixed in.
 """
 
 from __future__ import annotations
@@ -9,18 +11,44 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+import tempfile
 
 from ..errors import UserError
 
 log = logging.getLogger("trainsuite")
 
 
-def merge(run_dir: str, output: str) -> dict:
+def check_output(run_dir: str, output: str, force: bool) -> None:
+    """Refuse what merging into `output` would destroy or mix, before any model loads."""
+    out, run = os.path.abspath(output), os.path.abspath(run_dir)
+    if out == run:
+        raise UserError("merge: --output must differ from RUN_DIR")
+    if run.startswith(out.rstrip(os.sep) + os.sep):
+        raise UserError(f"merge: --output {output} holds RUN_DIR {run_dir}; choose another folder")
+    if os.path.exists(output) and not os.path.isdir(output):
+        raise UserError(f"merge: --output {output} is a file; choose a folder")
+    if os.path.isdir(output) and os.listdir(output) and not force:
+        raise UserError(f"merge: --output {output} exists and is not empty; pass --force to replace it")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _move_into_place(tmp: str, output: str) -> None:
+    if os.path.isdir(output) and os.listdir(output):  # --force: the old folder goes only now
+        shutil.rmtree(output)
+    os.replace(tmp, output)  # an empty folder is replaced too
+
+
+def merge(run_dir: str, output: str, force: bool = False) -> dict:
     cfg_file = os.path.join(run_dir, "adapter_config.json")
     if not os.path.isfile(cfg_file):
         raise UserError(f"merge: {run_dir}: no adapter_config.json (not a LoRA run directory)")
-    if os.path.abspath(output) == os.path.abspath(run_dir):
-        raise UserError("merge: --output must differ from RUN_DIR")
+    check_output(run_dir, output, force)
     with open(cfg_file) as fh:
         base = json.load(fh).get("base_model_name_or_path")
     if not base:
@@ -37,8 +65,15 @@ def merge(run_dir: str, output: str) -> dict:
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer))
     merged = PeftModel.from_pretrained(model, run_dir).merge_and_unload()
-    os.makedirs(output, exist_ok=True)
-    merged.save_pretrained(output)
-    tokenizer.save_pretrained(output)
+    parent = os.path.dirname(os.path.abspath(output))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(output))}.partial-", dir=parent)
+    try:
+        merged.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700; the folder is shared like any other
+        _move_into_place(tmp, output)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     log.info("merged %s into %s -> %s", run_dir, base, output)
     return {"merged_model": output, "base_model": base, "adapter": run_dir}

@@ -14,14 +14,14 @@ import transformers
 
 from tasks import io
 
-from .. import distributed, final_eval, phase_timings
+from .. import distributed, final_eval, phase_timings, run_totals
 from ..base import training_arguments
-from ..callbacks import early_stopping
+from ..callbacks import early_stopping, log_frequency
 from ..errors import MISTAKES, UserError
 from ..family import family_for
 from ..modeling import load_tokenizer, parameter_counts
 from ..outputs import report, tracking
-from . import signals
+from . import lock, signals
 from .resume import resolve_resume
 
 log = logging.getLogger("trainsuite")
@@ -46,7 +46,7 @@ def guard_output_dir(cfg, overwrite: bool, resume) -> None:
     if not overwrite:
         raise UserError(f"output_dir {cfg.output_dir} holds a previous run; pass --resume to continue it "
                         "or --overwrite to replace it")
-    shutil.rmtree(cfg.output_dir)
+    lock.clear(cfg.output_dir)  # the folder stays: this run holds its lock file
 
 
 def _inference_model(cfg) -> None:
@@ -106,7 +106,7 @@ def train(cfg, overwrite: bool = False, resume=None) -> dict:
     if resume and cfg.tokenizer.train_from_data:
         # a retrained tokenizer may number tokens differently: resume with the checkpoint's own
         cfg.tokenizer.train_from_data, cfg.tokenizer.name_or_path = False, resume
-    existed = os.path.isdir(cfg.output_dir)
+    existed = os.path.isdir(cfg.output_dir) and not lock.made_by_lock(cfg.output_dir)
     try:
         family, task, tokenizer, trainer, data = build(cfg, "train")
     except MISTAKES:
@@ -118,10 +118,12 @@ def train(cfg, overwrite: bool = False, resume=None) -> dict:
     log.info("model: %s parameters, %s trainable", f"{counts['params_total']:,}",
              f"{counts['params_trainable']:,}")
     log.info("%s", distributed.schedule_line(trainer.args, len(trainer.train_dataset)))
+    log_frequency.attach(trainer, cfg)  # a short run logs often enough to draw its curves
     tracking.attach(cfg, trainer, counts)  # report_to: MLflow's local store, config and counts logged
     if trainer.is_world_process_zero():
         _save_config(cfg)
         task.save(cfg.output_dir)
+    run_totals.attach(trainer, resume)  # a resumed run's results cover its earlier sessions too
     start = time.perf_counter()
     try:
         with phases.phase("train_loop_with_evaluations_and_checkpoints"):
@@ -134,11 +136,11 @@ def train(cfg, overwrite: bool = False, resume=None) -> dict:
     with phases.phase("final_save"):
         final_eval.save_final_model(trainer)  # the last checkpoint's files when they hold these weights
         trainer.save_state()
-    metrics = dict(out.metrics)
+    metrics, run_extra = run_totals.whole_run(trainer, dict(out.metrics), runtime)
     if "eval" in data:
         with phases.phase("final_evaluation"):
             metrics.update(final_eval.final_metrics(trainer))  # the last step's evaluation when it scored these weights
-    extra = {"num_train_samples": len(data["train"]), "train_runtime_s": round(runtime, 3), **counts,
+    extra = {"num_train_samples": len(data["train"]), **run_extra, **counts,
              "global_batch_size": distributed.global_batch_size(trainer.args),
              **stopped_extra}
     results = trainer.write_results(metrics, extra)
@@ -151,7 +153,10 @@ def train(cfg, overwrite: bool = False, resume=None) -> dict:
 def evaluate(cfg) -> dict:
     family, task, tokenizer, trainer, data = build(cfg, "eval")
     metrics = trainer.evaluate()
-    results = trainer.write_results(metrics, {"num_eval_samples": len(data["eval"])}, merge=True)
+    metrics.pop("epoch", None)  # Trainer.log adds the untrained state's epoch (0): not the model's
+    # beside the training results, not over them: results.json keeps train_loss, runtime, epoch
+    results = trainer.write_results(metrics, {"num_eval_samples": len(data["eval"])},
+                                    filename=report.EVAL_RESULTS)
     report.after_run(cfg.output_dir)  # the training curves from trainer_state.json, the new metrics
     return results
 
