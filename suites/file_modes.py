@@ -8,7 +8,7 @@ import os
 import stat
 
 
-def _umask() -> int:
+def umask() -> int:
     mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
     os.umask(mask)
     return mask
@@ -18,7 +18,7 @@ def share_like_other_files(directory: str) -> None:
     """Give the *.safetensors files directly in `directory` the umask's default file mode."""
     if not directory or not os.path.isdir(directory):
         return
-    mode = 0o666 & ~_umask()
+    mode = 0o666 & ~umask()
     for name in os.listdir(directory):
         path = os.path.join(directory, name)
         if name.endswith(".safetensors") and os.path.isfile(path) and stat.S_IMODE(os.stat(path).st_mode) != mode:

@@ -86,6 +86,11 @@ def test_merge_round_trip_gives_the_same_logits(tmp_path, base_dir):
     assert (a - c).abs().max() > 1e-4  # the adapter did change the model
     assert os.path.isfile(os.path.join(merged_dir, "tokenizer.json"))
     assert not os.path.isfile(os.path.join(merged_dir, "adapter_config.json"))
+    # shared like the run's own files: weights not left at safetensors' 0600; predict's template record kept
+    from suites.file_modes import umask
+
+    assert os.stat(os.path.join(merged_dir, "model.safetensors")).st_mode & 0o777 == 0o666 & ~umask()
+    assert os.path.isfile(os.path.join(merged_dir, "sft_format.json"))
 
 
 def test_merge_refuses_a_non_empty_output_before_loading(tmp_path, capsys):

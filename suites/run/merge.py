@@ -15,6 +15,7 @@ import shutil
 import tempfile
 
 from ..errors import UserError
+from ..file_modes import share_like_other_files, umask
 
 log = logging.getLogger("trainsuite")
 
@@ -30,12 +31,6 @@ def check_output(run_dir: str, output: str, force: bool) -> None:
         raise UserError(f"merge: --output {output} is a file; choose a folder")
     if os.path.isdir(output) and os.listdir(output) and not force:
         raise UserError(f"merge: --output {output} exists and is not empty; pass --force to replace it")
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _move_into_place(tmp: str, output: str) -> None:
@@ -71,7 +66,11 @@ def merge(run_dir: str, output: str, force: bool = False) -> dict:
     try:
         merged.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700; the folder is shared like any other
+        for name in ("sft_format.json",):  # how predict renders prompts for this model (tasks/trained_chat.py)
+            if os.path.isfile(os.path.join(run_dir, name)):
+                shutil.copy2(os.path.join(run_dir, name), tmp)
+        share_like_other_files(tmp)  # weights 0644 like the other files, not safetensors' 0600
+        os.chmod(tmp, 0o777 & ~umask())  # mkdtemp makes it 0700; the folder is shared like any other
         _move_into_place(tmp, output)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
