@@ -170,6 +170,10 @@ def test_sigterm_saves_checkpoint_exits_3_and_resumes(tmp_path, cls_config):
     assert not [n for n in os.listdir(out) if n.startswith(checkpoints.PARTIAL_PREFIX)]
     assert not (out / "results.json").exists()  # an interrupted run is not a finished one
 
+    tokenizer = tmp_path / "tokenizer"  # the checkpoint's own: rotation may delete the checkpoint below
+    shutil.copytree(ckpt, tokenizer, ignore=lambda d, names: [n for n in names if not n.startswith(
+        ("tokenizer", "special_tokens", "vocab"))])
+
     # --resume continues from that checkpoint to the end (here: 2 more steps)
     assert run(["train", cfg, f"train.max_steps={step + 2}", "--resume"]) == 0
     state = json.load(open(out / "trainer_state.json"))
@@ -180,7 +184,7 @@ def test_sigterm_saves_checkpoint_exits_3_and_resumes(tmp_path, cls_config):
     # (with the checkpoint's tokenizer: one trained from data may differ between two processes)
     full = tmp_path / "full"
     assert run(["train", cfg, f"train.max_steps={step + 2}", f"output_dir={full}",
-                "tokenizer.train_from_data=false", f"tokenizer.name_or_path={ckpt}"]) == 0
+                "tokenizer.train_from_data=false", f"tokenizer.name_or_path={tokenizer}"]) == 0
     whole = json.load(open(full / "results.json"))
     assert resumed["train_loss"] == pytest.approx(whole["train_loss"], rel=1e-4)  # all steps, not the last 2
     parts = resumed["train_runtime_s_sessions"]

@@ -137,7 +137,7 @@ def test_lengths_beyond_the_position_table_are_refused(tmp_path, capsys, model_t
     path = write_yaml(tmp_path / "c.yaml", cfg)
     assert cli.run(["train", path]) == 2
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "data.max_source_length=32 exceeds the 8 positions" in err
+    assert "\n" not in err and "data.max_source_length 32 is beyond the model's 8 positions" in err
     assert not (tmp_path / "run").exists()
     # within the table it trains
     path = write_yaml(tmp_path / "ok.yaml", base_config(
