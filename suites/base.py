@@ -23,7 +23,7 @@ from .checkpoints import save_checkpoint_atomically
 from .errors import UserError
 from .fsdp_cpu import fsdp_on_cpu_processes
 from .fsdp_wrap import fix_fsdp_wrapping
-from .phase_timings import current
+from . import phase_timings
 
 def pick_precision(train: dict) -> dict:
     """bf16 where the hardware supports it, fp32 otherwise; an explicit choice wins."""
@@ -131,7 +131,7 @@ class SuiteTrainer(Trainer):
     def _save_checkpoint(self, model, trial):
         start = time.perf_counter()
         save_checkpoint_atomically(self, super()._save_checkpoint, model, trial)
-        current.event("checkpoint_saves", time.perf_counter() - start)
+        phase_timings.current.event("checkpoint_saves", time.perf_counter() - start)  # start_run() replaces it
 
     # -- data order (also in distributed runs) --------------------------------
     def _get_train_sampler(self, train_dataset=None):

@@ -13,8 +13,7 @@ import torch
 from suites import config, final_eval
 from suites.run import runner
 from suites.classification import ClassificationTrainer
-from suites.generation import CPU_GENERATION_BATCH
-from suites.seq2seq import Seq2SeqSuiteTrainer
+from suites.generation import CPU_GENERATION_BATCH, generation_batch_size
 from tests.conftest import sentiment_rows, write_jsonl, write_yaml
 
 
@@ -136,10 +135,7 @@ def test_eval_rows_run_longest_first_and_files_keep_row_order(tmp_path, cls_conf
 
 def test_cpu_generation_batch_is_capped_unless_asked():
     def size(gen_batch, device, eval_batch=256):
-        fake = SimpleNamespace(generation=SimpleNamespace(batch_size=gen_batch),
-                               args=SimpleNamespace(per_device_eval_batch_size=eval_batch,
-                                                    device=torch.device(device)))
-        return Seq2SeqSuiteTrainer.generation_batch_size(fake)
+        return generation_batch_size(SimpleNamespace(batch_size=gen_batch), eval_batch, torch.device(device))
 
     assert size(None, "cpu") == CPU_GENERATION_BATCH
     assert size(None, "cpu", eval_batch=8) == 8
