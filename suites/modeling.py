@@ -190,20 +190,17 @@ def apply_peft(cfg, model, task_type: str):
     return model
 
 
-def check_position_table(model_config, lengths: dict, from_scratch: bool) -> None:
-    """Models with a position table (BART, Marian, Pegasus, GPT-2 ...) index past its end, with an
-    IndexError in the middle of training or generation, when a configured length exceeds it.
-    `lengths`: config key -> the length it sets (None: unset)."""
+def check_position_table(model_config, lengths: dict) -> None:
+    """The config-time length check (config/train_values.py) for a model whose position table is known
+    only once loaded (a hub name). `lengths`: config key -> the length it sets (None: unset)."""
     from .config.model_type import T5_FAMILY
+    from .config.train_values import refuse_beyond_positions
 
     limit = getattr(model_config, "max_position_embeddings", None)
     if not isinstance(limit, int) or model_config.model_type in T5_FAMILY:  # T5: relative positions
         return
     for key, n in lengths.items():
-        if n is not None and n > limit:
-            raise UserError(f"config: {key}={n} exceeds the {limit} positions of the "
-                            f"{model_config.model_type} model (max_position_embeddings); lower {key}"
-                            + (" or raise model.from_config.max_position_embeddings" if from_scratch else ""))
+        refuse_beyond_positions(key, n, limit)
 
 
 def parameter_counts(model) -> dict:

@@ -249,8 +249,7 @@ class Seq2SeqFamily(Family):
         g = self.cfg.generation
         check_position_table(model.config, {"data.max_source_length": self.cfg.data.max_source_length,
                                             "data.max_target_length": self.cfg.data.max_target_length,
-                                            "generation.max_new_tokens": g.max_new_tokens if g else None},
-                             from_scratch=self.cfg.model.from_config is not None)
+                                            "generation.max_new_tokens": g.max_new_tokens if g else None})
         return apply_peft(self.cfg, model, "SEQ_2_SEQ_LM")
 
     def collator(self, tokenizer, task):

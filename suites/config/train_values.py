@@ -122,10 +122,16 @@ def _check_lengths(cfg) -> None:
             "seq2seq": ("data.max_source_length", "data.max_target_length")}[cfg.task]
     for key in keys:
         section, name = key.split(".")
-        value = getattr(getattr(cfg, section), name)
-        if value > limit:
-            raise UserError(f"config: {key} {value} is beyond the model's {limit} positions "
-                            f"(max_position_embeddings); use at most {limit}")
+        refuse_beyond_positions(key, getattr(getattr(cfg, section), name), limit)
+
+
+def refuse_beyond_positions(key: str, value: int | None, limit: int) -> None:
+    """A configured length past the model's position table indexes past its end (an IndexError in the
+    middle of training or generation). Checked here at config time where the table is known, and by
+    modeling.check_position_table once a hub model's config is loaded."""
+    if value is not None and value > limit:
+        raise UserError(f"config: {key} {value} is beyond the model's {limit} positions "
+                        f"(max_position_embeddings); use at most {limit}")
 
 
 POSITION_KEYS = ("max_position_embeddings", "n_positions")
