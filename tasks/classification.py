@@ -368,12 +368,7 @@ class ClassificationTask(Task):
         self._write_eval_rows(rows)
 
     def _write_eval_rows(self, rows) -> None:
-        path = os.path.join(self.cfg.output_dir, "eval_predictions.jsonl")
-        os.makedirs(self.cfg.output_dir, exist_ok=True)
-        with open(path + ".tmp", "w", encoding="utf-8") as fh:
-            for row in rows:
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(path + ".tmp", path)
+        io.write_jsonl(os.path.join(self.cfg.output_dir, "eval_predictions.jsonl"), rows)
 
     def save_confusion_matrix(self, cm) -> None:
         if int(os.environ.get("RANK", "0")) != 0:
