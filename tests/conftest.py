@@ -38,6 +38,19 @@ def write_yaml(path, cfg):
     return str(path)
 
 
+def config_error(tmp_path, cfg, overrides=(), error=None) -> str:
+    """The one-line message with which config.load refuses `cfg` (raising `error`, by default any user
+    mistake)."""
+    from suites import config
+    from suites.errors import MISTAKES
+
+    with pytest.raises(error or MISTAKES) as info:
+        config.load(write_yaml(tmp_path / "c.yaml", cfg), list(overrides))
+    msg = str(info.value)
+    assert "\n" not in msg
+    return msg
+
+
 def sentiment_rows(n, seed=0):
     """A learnable toy task: the label is the sentiment word in the sentence."""
     rng = random.Random(seed)

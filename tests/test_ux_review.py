@@ -11,15 +11,11 @@ import pytest
 from suites import config
 from suites.run import cli
 from suites.errors import MISTAKES
-from tests.conftest import write_yaml
+from tests.conftest import config_error, write_yaml
 
 
 def error_of(tmp_path, cfg, overrides=()) -> str:
-    with pytest.raises(MISTAKES) as info:
-        config.load(write_yaml(tmp_path / "c.yaml", cfg), list(overrides))
-    msg = str(info.value)
-    assert "\n" not in msg
-    return msg
+    return config_error(tmp_path, cfg, overrides)
 
 
 @pytest.mark.parametrize("override, expected", [
