@@ -1,7 +1,7 @@
 """Batch building per task family: padding, label masking, packing (classification.py, seq2seq.py,
 sft.py). A collator turns encoded rows into tensors; it knows nothing about files or trainers.
 
-May import: torch and the standard library; nothing of suites/ nor of tasks/.
+May import: torch, numpy, datasets (pyarrow) and the standard library; nothing of suites/ nor of tasks/.
 """
 
 

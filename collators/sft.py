@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import bisect
 
+import numpy as np
 import torch
 
 from . import round_up
@@ -62,32 +63,52 @@ def best_fit_decreasing(lengths: list[int], capacity: int) -> list[list[int]]:
 
 def pack_documents(dataset, max_length: int):
     """A datasets.Dataset of bins: concatenated `input_ids`/`labels` and the `seq_lengths` inside."""
+    return _laid_end_to_end(dataset, best_fit_decreasing(_lengths(dataset), max_length))
+
+
+def _lengths(dataset) -> list[int]:
+    """Tokens per row, read from Arrow (no Python list per row)."""
+    import pyarrow.compute as pc
+
+    return pc.list_value_length(_arrow(dataset).column("input_ids")).to_pylist()
+
+
+def _arrow(dataset):
+    """The dataset's rows as one Arrow table, any select/shuffle applied."""
+    return dataset.with_format("arrow")[:]
+
+
+def _laid_end_to_end(dataset, groups: list[list[int]]):
+    """The documents of each group laid end to end, in the schema of `pack_documents`: Arrow takes
+    the documents in group order (one copy of the tokens, in C++), then each group is one list over
+    that run of tokens. No Python int per token (a Python list costs ~36 bytes a token)."""
     import datasets
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
-    ids, labels = _columns(dataset)
-    lengths = [len(x) for x in ids]
-    bins = best_fit_decreasing(lengths, max_length)
-    return datasets.Dataset.from_dict(_concatenated(ids, labels, lengths, bins))
+    table = _arrow(dataset)
+    sizes = np.fromiter((len(g) for g in groups), dtype=np.int64, count=len(groups))
+    order = pa.array(np.fromiter((i for g in groups for i in g), dtype=np.int64, count=int(sizes.sum())))
+    lens = np.asarray(pc.list_value_length(table.column("input_ids")).to_numpy())[order.to_numpy()]
+    starts = np.zeros(len(groups) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=starts[1:])
+    tokens = np.concatenate([[0], np.cumsum(lens)])[starts]  # where each group's tokens begin
+    columns = {}
+    for name in ("input_ids", "labels"):
+        docs = table.column(name).take(order)  # documents in group order
+        docs = docs.chunk(0) if docs.num_chunks == 1 else docs.combine_chunks()
+        columns[name] = _lists(tokens, docs.flatten())
+    columns["seq_lengths"] = _lists(starts, pa.array(lens.astype(np.int64)))
+    return datasets.Dataset(pa.table(columns))
 
 
-def _columns(dataset) -> tuple[list, list]:
-    """input_ids and labels as lists, each read in one go (indexing `dataset["input_ids"]`, a lazy
-    column in datasets >= 4, reads one row at a time)."""
-    return dataset["input_ids"][:], dataset["labels"][:]
+def _lists(offsets: np.ndarray, values):
+    """Arrow list column of `values` cut at `offsets` (64-bit offsets past 2**31 values)."""
+    import pyarrow as pa
 
-
-def _concatenated(ids, labels, lengths, groups) -> dict:
-    """The documents of each group laid end to end, in the schema of `pack_documents`."""
-    out = {"input_ids": [], "labels": [], "seq_lengths": []}
-    for g in groups:
-        row_ids, row_labels = [], []
-        for i in g:
-            row_ids += ids[i]
-            row_labels += labels[i]
-        out["input_ids"].append(row_ids)
-        out["labels"].append(row_labels)
-        out["seq_lengths"].append([lengths[i] for i in g])
-    return out
+    if offsets[-1] > np.iinfo(np.int32).max:
+        return pa.LargeListArray.from_arrays(pa.array(offsets), values)
+    return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), values)
 
 
 def budget_groups(lengths: list[int], budget: int, multiple: int | None = None, seed: int = 0) -> list[list[int]]:
@@ -113,12 +134,7 @@ def group_documents(dataset, budget: int, packing: bool, multiple: int | None = 
     without, length-bucketed groups of documents that pad to at most `budget` tokens."""
     if packing:
         return pack_documents(dataset, budget)
-    import datasets
-
-    ids, labels = _columns(dataset)
-    lengths = [len(x) for x in ids]
-    groups = budget_groups(lengths, budget, multiple, seed)
-    return datasets.Dataset.from_dict(_concatenated(ids, labels, lengths, groups))
+    return _laid_end_to_end(dataset, budget_groups(_lengths(dataset), budget, multiple, seed))
 
 
 def split_documents(rows: list[dict]) -> list[dict]:

@@ -52,7 +52,7 @@ class Task:
         for split, limit in (("train", d.max_train_samples), ("eval", d.max_eval_samples)):
             if split in out and limit is not None and len(out[split]) > limit:
                 out[split] = out[split].select(range(limit))
-        return out
+        return {split: io.compact(ds) for split, ds in out.items()}
 
     def _read(self, spec, key: str, hub_split: str):
         ds = io.load_split(spec, key, hub_split)

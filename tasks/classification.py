@@ -309,9 +309,12 @@ class ClassificationTask(Task):
         d = self.cfg.data
         texts = io.values(ds, d.text_column)
         pair = io.values(ds, d.text_pair_column) if d.text_pair_column else None
+        # input_ids only (token types for pairs): the collator builds the all-ones attention mask and
+        # single-text token types itself (collators/classification.py)
         enc = tokenizer([str(t) for t in texts],
                         [str(t) for t in pair] if pair is not None else None,
-                        truncation=True, max_length=d.max_length)
+                        truncation=True, max_length=d.max_length, return_attention_mask=False,
+                        return_token_type_ids=pair is not None and "token_type_ids" in tokenizer.model_input_names)
         columns = dict(enc)
         if split == "eval":
             self.eval_texts = [str(t) if pair is None else f"{t} || {p}"

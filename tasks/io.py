@@ -260,6 +260,18 @@ def load_split(spec: Any, key: str, split: str):
     return ds
 
 
+def compact(ds):
+    """`ds` with a pending select/split index mapping applied once, by Arrow's take (C++): datasets
+    otherwise gathers the mapping row by row on every column read (0.16 s a column at 66k rows)."""
+    indices = getattr(ds, "_indices", None)
+    table = getattr(getattr(ds, "data", None), "table", None)
+    if indices is None or table is None:  # nothing pending, or a datasets whose internals moved
+        return ds
+    import datasets
+
+    return datasets.Dataset(table.take(indices.column(0)), info=ds.info.copy())
+
+
 def values(ds, column: str) -> list:
     """Every value of one column of a `datasets.Dataset`, read in one go. (`ds[column]` is a lazy
     column in datasets >= 4: iterating it or indexing it reads the table one row at a time.)"""
