@@ -10,12 +10,14 @@ Cases:
   classification  full SST-2 train (../shared/data/sst2), packaged MiniLM tokenizer, 2% hold-out
                   plain: datasets.load_dataset("csv") + train_test_split + Dataset.map(tokenizer, batched=True)
   seq2seq         full Multi30k train + val, tokenizer trained on the data (configs/seq2seq-multi30k.yaml)
-                  plain: lines -> Dataset + tokenizers BPE trainer + Dataset.map(tokenizer(text, text_target))
+                  plain: lines -> Dataset + Dataset.map(tokenizer(text, text_target)) with the tokenizer our
+                  run trained (encode speed depends on the tokenizer's kind; compare "total - model - tokenizer")
   sft             synthetic chat conversations (messages, 2-8 turns), tiny Llama, tokenizer trained on the
                   data, packing on, loss on assistant turns
                   plain: trl.SFTTrainer's own preparation (tokenize with the assistant mask, pack: bfd)
 
-Tokenizers run single-threaded here (TOKENIZERS_PARALLELISM=false unless set), for stable timings
+Ours never reads the prepared-data cache here. Imports that both sides make on first use (deepspeed,
+through accelerate) are made before anything is timed. Tokenizers run single-threaded here (TOKENIZERS_PARALLELISM=false unless set), for stable timings
 on shared cores; a real run lets batched tokenizer calls (ours and the plain path's) use every core.
 
 `--hash` prints a SHA-256 of every column of every encoded split (and of the packed trainer datasets
@@ -178,7 +180,7 @@ def ours(cfg):
     if hasattr(task_cls, "pairs"):
         p.wrap(task_cls, "pairs", "pairs (seq2seq)")
     p.wrap(task_cls, "load", "load (total)")
-    p.wrap(suites.modeling, "load_tokenizer", "tokenizer (load/train)")
+    p.wrap(runner, "load_tokenizer", "tokenizer (load/train)")  # runner holds its own name for it
     p.wrap(task_cls, "setup", "setup")
     p.wrap(family.__class__, "build_model", "model (not measured)")
     p.wrap(task_cls, "encode", "encode")
@@ -189,6 +191,7 @@ def ours(cfg):
         p.wrap(suites.sft, "group_documents", "pack")
     except ImportError:
         pass
+    cfg.data.prepared_cache = False  # preparation is what is measured: never a previous run's
     try:
         with p.phase("total"):
             fam, task, tok, trainer, encoded = runner.build(cfg, "train")
@@ -200,6 +203,7 @@ def ours(cfg):
     t["load: other (split, select)"] = t["load (total)"] - sum(
         t.get(k, 0.0) for k in ("read files", "rows -> Dataset", "check rows", "pairs (seq2seq)"))
     t["total - model"] = t["total"] - t["model (not measured)"]
+    t["total - model - tokenizer"] = t["total - model"] - t.get("tokenizer (load/train)", 0.0)
     return t, fam, task, tok, trainer, encoded
 
 
@@ -254,11 +258,12 @@ def plain_classification(cfg, workdir):
     return p.t
 
 
-def plain_seq2seq(cfg, workdir):
+def plain_seq2seq(cfg, workdir, tok):
+    """Seq2SeqTrainer's path on the same pairs, with the tokenizer our run trained (the encode time
+    depends on the tokenizer's kind; training one is timed apart, on both sides)."""
     import datasets
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import (AutoConfig, AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq, PreTrainedTokenizerFast,
-                              Seq2SeqTrainer, Seq2SeqTrainingArguments)
+    from transformers import (AutoConfig, AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq, Seq2SeqTrainer,
+                              Seq2SeqTrainingArguments)
 
     d, p = cfg.data, Phases()
     with p.phase("total"):
@@ -271,23 +276,6 @@ def plain_seq2seq(cfg, workdir):
                 return datasets.Dataset.from_dict(cols)
 
             splits = {"train": read(d.train), "eval": read(d.eval)}
-        with p.phase("tokenizer (load/train)"):
-            bpe = Tokenizer(models.BPE())
-            bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-            bpe.decoder = decoders.ByteLevel()
-            bpe.normalizer = normalizers.NFC()
-            trainer = trainers.BpeTrainer(vocab_size=cfg.tokenizer.vocab_size,
-                                          special_tokens=["<pad>", "<unk>", "</s>"],
-                                          initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-
-            def texts():
-                for batch in splits["train"].iter(batch_size=1000):
-                    yield batch["source"] + batch["target"]
-
-            bpe.train_from_iterator(texts(), trainer=trainer)
-            bpe.post_processor = processors.TemplateProcessing(single="$A </s>",
-                                                               special_tokens=[("</s>", bpe.token_to_id("</s>"))])
-            tok = PreTrainedTokenizerFast(tokenizer_object=bpe, pad_token="<pad>", unk_token="<unk>", eos_token="</s>")
         with p.phase("model (not measured)"):
             conf = dict(cfg.model.from_config)
             mc = AutoConfig.for_model(**conf, vocab_size=len(tok), pad_token_id=tok.pad_token_id,
@@ -331,10 +319,25 @@ def plain_sft(cfg, workdir, tokenizer):
 # ------------------------------------------------------------------ main
 
 
+def warm_shared_imports(case):
+    """Import once, before anything is timed, what both sides import on first use (the Trainer's
+    accelerate imports deepspeed when it is installed: ~0.4 s that only the first side would pay)."""
+    import importlib.util
+
+    import transformers  # noqa: F401
+    from accelerate.utils import is_deepspeed_available
+
+    if is_deepspeed_available() and importlib.util.find_spec("deepspeed"):
+        import deepspeed  # noqa: F401
+    if case == "sft":
+        import trl  # noqa: F401
+
+
 def run_case(case, args):
     import datasets
 
     datasets.disable_progress_bars()
+    warm_shared_imports(case)
     ours_runs, plain_runs, hashes = [], [], None
     for r in range(args.repeats):
         with tempfile.TemporaryDirectory(dir=args.workdir) as workdir:
@@ -349,7 +352,7 @@ def run_case(case, args):
                 if case == "classification":
                     plain_runs.append(plain_classification(cfg, workdir))
                 elif case == "seq2seq":
-                    plain_runs.append(plain_seq2seq(cfg, workdir))
+                    plain_runs.append(plain_seq2seq(cfg, workdir, tok))
                 else:
                     try:
                         plain_runs.append(plain_sft(cfg, workdir, tok))
@@ -370,14 +373,16 @@ def median_table(case, rows, ours_runs, plain_runs):
     keys = list(dict.fromkeys(k for r in ours_runs + plain_runs for k in r))
     order = ["read files", "rows -> Dataset", "check rows", "pairs (seq2seq)", "load: other (split, select)",
              "load (total)", "tokenizer (load/train)", "setup", "encode", "pack", "trainer init",
-             "trainer init (tokenize + pack)", "model (not measured)", "total", "total - model"]
+             "trainer init (tokenize + pack)", "model (not measured)", "total", "total - model",
+             "total - model - tokenizer"]
     keys = [k for k in order if k in keys] + [k for k in keys if k not in order]
     print(f"\n{case}: rows {rows}; median of {len(ours_runs)} (seconds)")
     print(f"  {'phase':34s} {'ours':>8s} {'plain':>8s}")
     for k in keys:
         o, p = med(ours_runs, k), med(plain_runs, k)
-        if k == "total - model" and plain_runs:
-            p = statistics.median(r["total"] - r.get("model (not measured)", 0) for r in plain_runs)
+        if k.startswith("total - model") and plain_runs:
+            drop = ("model (not measured)",) + (("tokenizer (load/train)",) if k.endswith("tokenizer") else ())
+            p = statistics.median(r["total"] - sum(r.get(x, 0) for x in drop) for r in plain_runs)
         print(f"  {k:34s} {'' if o is None else f'{o:8.2f}':>8s} {'' if p is None else f'{p:8.2f}':>8s}")
 
 

@@ -34,8 +34,8 @@ class Seq2SeqCollator:
         batch = {"input_ids": _pad([r["input_ids"] for r in rows], longest, self.pad_id)}
         if "attention_mask" in rows[0]:
             batch["attention_mask"] = _pad([r["attention_mask"] for r in rows], longest, 0)
-        else:
-            batch["attention_mask"] = (batch["input_ids"] != self.pad_id).long()
+        else:  # unpadded rows: ones over each row's length (a pad id inside a source stays attended)
+            batch["attention_mask"] = _pad([[1] * len(r["input_ids"]) for r in rows], longest, 0)
         if "labels" in rows[0] and rows[0]["labels"] is not None:
             labels = [r["labels"] for r in rows]
             batch["labels"] = _pad(labels, self._round(max(len(x) for x in labels)), self.label_pad_id)

@@ -77,7 +77,7 @@ def _text(v, spec=None, line=None, field: str = "") -> str | None:
 
 
 class Seq2SeqTask(Task):
-    """Raw pairs -> {input_ids, attention_mask, labels, source_text, target_text}."""
+    """Raw pairs -> {input_ids, labels, source_text, target_text} (the collator builds attention_mask)."""
 
     def __init__(self, cfg):
         super().__init__(cfg)
@@ -174,8 +174,7 @@ class Seq2SeqTask(Task):
         sources = [d.source_prefix + s for s in raw_sources]
         columns = {}
         ids, n_cut = _tokenize(tokenizer, sources, d.max_source_length, target=False)
-        columns["input_ids"] = ids
-        columns["attention_mask"] = [[1] * len(x) for x in ids]
+        columns["input_ids"] = ids  # no attention_mask column: all ones, built by the collator from lengths
         msg = [f"{n_cut} of {len(ids)} sources to data.max_source_length={d.max_source_length}"]
         targets = io.values(ds, "target")
         has_target = any(t is not None for t in targets)
@@ -201,11 +200,11 @@ def _tokenize(tokenizer, texts: list[str], max_length: int, target: bool) -> tup
     Tokenizing to max_length + 1 first shows which rows are too long without a second full pass.
     """
     kw = {"text_target": texts} if target else {"text": texts}
-    ids = tokenizer(**kw, truncation=True, max_length=max_length + 1)["input_ids"]
+    ids = tokenizer(**kw, truncation=True, max_length=max_length + 1, return_attention_mask=False)["input_ids"]
     long_rows = [i for i, x in enumerate(ids) if len(x) > max_length]
     if long_rows:
         kw = {"text_target": [texts[i] for i in long_rows]} if target else {"text": [texts[i] for i in long_rows]}
-        cut = tokenizer(**kw, truncation=True, max_length=max_length)["input_ids"]
+        cut = tokenizer(**kw, truncation=True, max_length=max_length, return_attention_mask=False)["input_ids"]
         for i, x in zip(long_rows, cut):
             ids[i] = x
     return ids, len(long_rows)

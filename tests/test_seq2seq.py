@@ -338,6 +338,10 @@ def test_collator_pads_sources_with_pad_and_labels_with_ignore_index():
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
     assert batch["labels"].tolist() == [[7, 1, -100, -100], [7, 8, 9, 1]]
     assert Seq2SeqCollator(Tok(), pad_to_multiple_of=8)([{"input_ids": [1], "labels": [1]}])["labels"].shape == (1, 8)
+    # encoded rows carry no attention_mask: it is built from each row's length, so a pad id that is
+    # part of a source (a tokenizer whose pad is also a real token) stays attended
+    lean = Seq2SeqCollator(Tok())([{"input_ids": [5, 0, 1], "labels": [7]}, {"input_ids": [5], "labels": [7]}])
+    assert lean["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
