@@ -63,33 +63,28 @@ def best_fit_decreasing(lengths: list[int], capacity: int) -> list[list[int]]:
 
 def pack_documents(dataset, max_length: int):
     """A datasets.Dataset of bins: concatenated `input_ids`/`labels` and the `seq_lengths` inside."""
-    return _laid_end_to_end(dataset, best_fit_decreasing(_lengths(dataset), max_length))
-
-
-def _lengths(dataset) -> list[int]:
-    """Tokens per row, read from Arrow (no Python list per row)."""
-    import pyarrow.compute as pc
-
-    return pc.list_value_length(_arrow(dataset).column("input_ids")).to_pylist()
+    table, lengths = _arrow(dataset)
+    return _laid_end_to_end(table, lengths, best_fit_decreasing(lengths.tolist(), max_length))
 
 
 def _arrow(dataset):
-    """The dataset's rows as one Arrow table, any select/shuffle applied."""
-    return dataset.with_format("arrow")[:]
+    """The dataset's rows as one Arrow table (any select/shuffle applied) and its tokens per row."""
+    import pyarrow.compute as pc
+
+    table = dataset.with_format("arrow")[:]
+    return table, pc.list_value_length(table.column("input_ids")).to_numpy().astype(np.int64)
 
 
-def _laid_end_to_end(dataset, groups: list[list[int]]):
+def _laid_end_to_end(table, lengths: np.ndarray, groups: list[list[int]]):
     """The documents of each group laid end to end, in the schema of `pack_documents`: Arrow takes
     the documents in group order (one copy of the tokens, in C++), then each group is one list over
     that run of tokens. No Python int per token (a Python list costs ~36 bytes a token)."""
     import datasets
     import pyarrow as pa
-    import pyarrow.compute as pc
 
-    table = _arrow(dataset)
     sizes = np.fromiter((len(g) for g in groups), dtype=np.int64, count=len(groups))
     order = pa.array(np.fromiter((i for g in groups for i in g), dtype=np.int64, count=int(sizes.sum())))
-    lens = np.asarray(pc.list_value_length(table.column("input_ids")).to_numpy())[order.to_numpy()]
+    lens = lengths[order.to_numpy()]
     starts = np.zeros(len(groups) + 1, dtype=np.int64)
     np.cumsum(sizes, out=starts[1:])
     tokens = np.concatenate([[0], np.cumsum(lens)])[starts]  # where each group's tokens begin
@@ -98,7 +93,7 @@ def _laid_end_to_end(dataset, groups: list[list[int]]):
         docs = table.column(name).take(order)  # documents in group order
         docs = docs.chunk(0) if docs.num_chunks == 1 else docs.combine_chunks()
         columns[name] = _lists(tokens, docs.flatten())
-    columns["seq_lengths"] = _lists(starts, pa.array(lens.astype(np.int64)))
+    columns["seq_lengths"] = _lists(starts, pa.array(lens))
     return datasets.Dataset(pa.table(columns))
 
 
@@ -134,7 +129,8 @@ def group_documents(dataset, budget: int, packing: bool, multiple: int | None = 
     without, length-bucketed groups of documents that pad to at most `budget` tokens."""
     if packing:
         return pack_documents(dataset, budget)
-    return _laid_end_to_end(dataset, budget_groups(_lengths(dataset), budget, multiple, seed))
+    table, lengths = _arrow(dataset)
+    return _laid_end_to_end(table, lengths, budget_groups(lengths.tolist(), budget, multiple, seed))
 
 
 def split_documents(rows: list[dict]) -> list[dict]:

@@ -7,15 +7,15 @@ The key is a SHA-256 of
 - the tokenizer (its serialized vocabulary and rules, special tokens, chat template, language codes),
 - the task settings (task, data, sft and model sections of the config, the labels and format the task
   fitted) and the source of the task's code (an edited task encodes differently).
-Any change gives another key; nothing is ever invalidated in place.
+Any change gives another key; nothing is ever invalidated in place. Entries are folders
+<root>/<key>/ holding the encoded dataset (datasets' save_to_disk), what the task keeps beside it
+(eval texts, generation prompts, counts) and the log lines the encoding wrote, which are replayed.
 
 A tokenizer trained from data (tokenizer.train_from_data) is kept there too, keyed by the training
 split's rows, the tokenizer settings, the special tokens and the code that trains it: tokenizers'
 WordPiece and Unigram trainers give another vocabulary at every training (hash order in Rust), so
 without it two identical runs would number tokens differently, and the second could never reuse
-the prepared data. A run with the same inputs loads the earlier tokenizer and says so. Entries are folders
-<root>/<key>/ holding the encoded dataset (datasets' save_to_disk), what the task keeps beside it
-(eval texts, generation prompts, counts) and the log lines the encoding wrote, which are replayed.
+the prepared data. A run with the same inputs loads the earlier tokenizer and says so.
 Where: data.prepared_cache: true (the default) puts them in $TRAINSUITE_CACHE, else
 $XDG_CACHE_HOME/trainsuite/prepared (~/.cache/trainsuite/prepared); a path puts them there; false
 turns the cache off. Delete the folder to reclaim the space. Predict inputs are never cached.
@@ -94,11 +94,15 @@ def settings_digest(cfg, task) -> str:
     settings = {k: conf.get(k) for k in ("task", "data", "sft", "model")}
     settings["data"] = {k: v for k, v in settings["data"].items() if k != "prepared_cache"}
     settings["fitted"] = {k: getattr(task, k, None) for k in FITTED}
-    sources = [inspect.getsource(inspect.getmodule(c)) for c in type(task).__mro__ if c.__module__.startswith("tasks.")]
     h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
-    for src in sources:
+    for src in _task_sources(task):
         h.update(src.encode())
     return h.hexdigest()
+
+
+def _task_sources(task) -> list[str]:
+    """The source of every tasks/ module the task's class comes from (an edited task encodes differently)."""
+    return [inspect.getsource(inspect.getmodule(c)) for c in type(task).__mro__ if c.__module__.startswith("tasks.")]
 
 
 class _Recorder(logging.Handler):
@@ -173,8 +177,7 @@ def trained_tokenizer(cfg, task, ds, special, train):
     settings = {"task": cfg.task, "algorithm": tc.algorithm, "vocab_size": tc.vocab_size,
                 "lowercase": tc.lowercase, "special": repr(special),
                 "data": {k: v for k, v in cfg.to_dict()["data"].items() if k != "prepared_cache"}}
-    sources = [inspect.getsource(tokenizer_code)] + [inspect.getsource(inspect.getmodule(c))
-                                                     for c in type(task).__mro__ if c.__module__.startswith("tasks.")]
+    sources = [inspect.getsource(tokenizer_code)] + _task_sources(task)
     h = hashlib.sha256(f"{VERSION}|tokenizer|{json.dumps(settings, sort_keys=True, default=str)}|".encode())
     for src in sources:
         h.update(src.encode())
@@ -189,18 +192,7 @@ def trained_tokenizer(cfg, task, ds, special, train):
             log.warning("prepared-data cache: cannot read %s (%s); training the tokenizer again", entry, exc)
             shutil.rmtree(entry, ignore_errors=True)
     tok = train()
-    try:
-        os.makedirs(root, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=".tmp-", dir=root)
-        tok.save_pretrained(tmp)
-        try:
-            os.rename(tmp, entry)  # whole or not at all; a concurrent writer's entry wins
-        except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return AutoTokenizer.from_pretrained(entry)
-    except OSError as exc:  # a cache that cannot be written costs time, never the run
-        log.warning("prepared-data cache: cannot write %s (%s)", entry, exc)
-        return tok
+    return AutoTokenizer.from_pretrained(entry) if _publish(entry, tok.save_pretrained) else tok
 
 
 def _load(entry: str, task):
@@ -222,15 +214,25 @@ def _load(entry: str, task):
 
 
 def _store(entry: str, encoded, state: dict) -> None:
-    try:
-        os.makedirs(os.path.dirname(entry), exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=".tmp-", dir=os.path.dirname(entry))
+    def write(tmp):
         encoded.save_to_disk(os.path.join(tmp, "dataset"))
         with open(os.path.join(tmp, "state.pkl"), "wb") as fh:
             pickle.dump(state, fh)
+
+    _publish(entry, write)
+
+
+def _publish(entry: str, write) -> bool:
+    """`write(folder)` into a temporary folder renamed to `entry`; whether `entry` now exists."""
+    try:
+        os.makedirs(os.path.dirname(entry), exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=".tmp-", dir=os.path.dirname(entry))
+        write(tmp)
         try:
             os.rename(tmp, entry)  # whole or not at all; a concurrent writer's entry wins
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)
+        return os.path.isdir(entry)
     except OSError as exc:  # a cache that cannot be written costs time, never the run
         log.warning("prepared-data cache: cannot write %s (%s)", entry, exc)
+        return False
