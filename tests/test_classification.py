@@ -213,3 +213,38 @@ def test_decoder_model_without_pad_token(tmp_path, cls_config):
     assert tok.pad_token == "<|endoftext|>" and trainer.model.config.pad_token_id == tok.pad_token_id
     trainer.train()
     assert "eval_accuracy" in trainer.evaluate()
+
+
+def _bad_parquet(tmp_path, how):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    good = tmp_path / "good.parquet"
+    pq.write_table(pa.table({"text": ["a b", "c d"] * 20, "label": ["pos", "neg"] * 20}), good)
+    raw = good.read_bytes()
+    bad = tmp_path / f"{how}.parquet"
+    bad.write_bytes({"binary": bytes(range(256)) * 4, "truncated": raw[: len(raw) // 2], "empty": b"",
+                     "csv": b"text,label\na,pos\n", "damaged_pages": raw[:4] + b"\xff" * (len(raw) - 200) + raw[-196:]}[how])
+    return str(bad)
+
+
+@pytest.mark.parametrize("how", ["binary", "truncated", "empty", "csv", "damaged_pages"])
+def test_a_bad_parquet_file_is_a_user_error_naming_it(tmp_path, cls_config, capsys, how):
+    from tasks import io
+    from tasks.errors import DataError
+
+    bad = _bad_parquet(tmp_path, how)
+    for read in (io.read_records, io.peek_columns):
+        with pytest.raises(DataError, match=rf"{how}.parquet: not a readable Parquet file"):
+            read(bad, "data.train")
+    cfg = write_yaml(tmp_path / "c.yaml", dict(cls_config, data=dict(cls_config["data"], train=bad)))
+    assert run(["train", cfg]) == 2
+    assert f"error: {bad}: not a readable Parquet file" in capsys.readouterr().err
+    assert run(["predict", cfg, "--input", bad, "--output", str(tmp_path / "o.jsonl")]) == 2
+    assert f"error: {bad}: not a readable Parquet file" in capsys.readouterr().err
+
+
+def test_a_parquet_file_trains(tmp_path, cls_config):
+    good = _bad_parquet(tmp_path, "binary").replace("binary", "good")
+    _, task, _, _, data = runner.build(_cfg(tmp_path, cls_config, train=good, eval=None), "train")
+    assert task.labels == ["neg", "pos"] and len(data["train"]) == 40
