@@ -248,3 +248,50 @@ def test_a_parquet_file_trains(tmp_path, cls_config):
     good = _bad_parquet(tmp_path, "binary").replace("binary", "good")
     _, task, _, _, data = runner.build(_cfg(tmp_path, cls_config, train=good, eval=None), "train")
     assert task.labels == ["neg", "pos"] and len(data["train"]) == 40
+
+
+def _label_file(tmp_path, fmt, labels):
+    rows = [{"text": f"row {i} words", "label": y} for i, y in enumerate(labels)]
+    path = tmp_path / f"labels.{fmt}"
+    if fmt in ("csv", "tsv"):
+        sep = "," if fmt == "csv" else "\t"
+        path.write_text(f"text{sep}label\n" + "".join(f"{r['text']}{sep}{r['label']}\n" for r in rows))
+    elif fmt == "json":
+        path.write_text(json.dumps(rows))
+    elif fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    else:
+        write_jsonl(path, rows)
+    return str(path)
+
+
+@pytest.mark.parametrize("fmt,first_line", [("csv", 2), ("tsv", 2), ("jsonl", 1), ("json", 1), ("parquet", 1)])
+def test_labels_mixing_numbers_and_names_are_refused_in_every_format(tmp_path, cls_config, fmt, first_line):
+    # read as text ("0", "1", "pos": CSV/TSV, and JSON or Parquet written with quoted labels)
+    path = _label_file(tmp_path, fmt, ["0", "1", "pos", "0", "1", "pos"])
+    bad = first_line + 2
+    with pytest.raises(MISTAKES, match=rf"labels.{fmt}: line {bad}: field 'label' is text here but a number "
+                                       rf"on line {first_line}; use one type per field"):
+        runner.build(_cfg(tmp_path, cls_config, train=path, eval=None), "train")
+    if fmt in ("jsonl", "json"):  # 0, 1 and "pos" as JSON numbers and text: the same line, when read
+        path = _label_file(tmp_path, fmt, [0, 1, "pos", 0])
+        with pytest.raises(MISTAKES, match=rf"line {bad}: field 'label' is text here but a number on line 1"):
+            runner.build(_cfg(tmp_path, cls_config, train=path, eval=None), "train")
+
+
+@pytest.mark.parametrize("labels,expected", [(["0", "1"] * 4, ["0", "1"]), (["pos", "neg"] * 4, ["neg", "pos"]),
+                                             (["0.5", "1.25", "2", "3"] * 2, []), (["01", "10"] * 4, ["10", "01"])])
+def test_csv_labels_of_one_kind_still_train(tmp_path, cls_config, labels, expected):
+    path = _label_file(tmp_path, "csv", labels)
+    _, task, _, _, _ = runner.build(_cfg(tmp_path, cls_config, train=path, eval=None), "train")
+    assert task.labels == expected
+
+
+def test_listed_label_names_may_mix_numbers_and_names(tmp_path, cls_config):
+    path = _label_file(tmp_path, "csv", ["0", "1", "pos"] * 3)
+    _, task, _, _, data = runner.build(_cfg(tmp_path, cls_config, train=path, eval=None, labels=["0", "1", "pos"]),
+                                       "train")
+    assert task.labels == ["0", "1", "pos"] and sorted(set(data["train"]["labels"][:])) == [0, 1, 2]
