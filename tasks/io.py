@@ -99,6 +99,10 @@ def _json_problem(exc: json.JSONDecodeError) -> str:
     return exc.msg.removesuffix(" at")  # "Unterminated string starting at" expects the position after it
 
 
+def _first_sentence(exc: Exception) -> str:
+    return str(exc).split(";")[0].strip() or type(exc).__name__
+
+
 def read_jsonl(path: str, limit: int | None = None) -> list[dict]:
     rows = []
     for n, line in enumerate(_lines(_read_text(path)), 1):
@@ -112,6 +116,8 @@ def read_jsonl(path: str, limit: int | None = None) -> list[dict]:
             raise DataError(f"{path}: line {n}: malformed JSON at column {exc.colno} ({_json_problem(exc)})") from None
         except RecursionError:
             raise DataError(f"{path}: line {n}: JSON nested too deeply") from None
+        except ValueError as exc:  # a number of more than 4300 digits (Python's int conversion limit)
+            raise DataError(f"{path}: line {n}: unreadable JSON value ({_first_sentence(exc)})") from None
         if not isinstance(obj, dict):
             raise DataError(f"{path}: line {n}: expected a JSON object, got {type(obj).__name__}")
         obj[LINE] = n
@@ -129,6 +135,8 @@ def read_json(path: str) -> list[dict]:
         raise DataError(f"{path}: line {exc.lineno}: malformed JSON at column {exc.colno} ({_json_problem(exc)})") from None
     except RecursionError:
         raise DataError(f"{path}: JSON nested too deeply") from None
+    except ValueError as exc:
+        raise DataError(f"{path}: unreadable JSON value ({_first_sentence(exc)})") from None
     if isinstance(obj, dict) and "data" in obj and isinstance(obj["data"], list):
         obj = obj["data"]
     if not isinstance(obj, list) or not all(isinstance(r, dict) for r in obj):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 
 import pytest
 import torch
@@ -295,3 +296,19 @@ def test_listed_label_names_may_mix_numbers_and_names(tmp_path, cls_config):
     _, task, _, _, data = runner.build(_cfg(tmp_path, cls_config, train=path, eval=None, labels=["0", "1", "pos"]),
                                        "train")
     assert task.labels == ["0", "1", "pos"] and sorted(set(data["train"]["labels"][:])) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("name,content,message", [
+    ("t.jsonl", '{"text": "a", "label": 1}\n{"text": "b", "label": ' + "9" * 5000 + "}\n",
+     "line 2: unreadable JSON value"),
+    ("t.json", '[{"text": "a", "label": ' + "9" * 5000 + "}]", "unreadable JSON value"),
+    ("t.jsonl", '{"text": "a", "label": 1}\n{"text": "b", "la', "line 2: malformed JSON at column 15 (Unterminated"),
+])
+def test_other_unreadable_files_are_user_errors(tmp_path, name, content, message):
+    from tasks import io
+    from tasks.errors import DataError
+
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(DataError, match=rf"{name}: {re.escape(message)}"):
+        io.load_split(str(path), "data.train", "train")
