@@ -130,7 +130,8 @@ class ClassificationTask(Task):
             for i, v in enumerate(labels):
                 if v is None or (isinstance(v, str) and not v.strip()):
                     raise DataError(f"{where(spec, ds[i])}: column '{d.label_column}' is empty")
-            if d.labels is None:  # listed label names are taken as given
+            # listed label names are taken as given; regression says which value is not a number, when encoded
+            if d.labels is None and self.problem_type != REGRESSION:
                 self._check_one_label_kind(ds, labels, spec)
 
     def _check_one_label_kind(self, ds, labels, spec) -> None:

@@ -291,6 +291,12 @@ def test_csv_labels_of_one_kind_still_train(tmp_path, cls_config, labels, expect
     assert task.labels == expected
 
 
+def test_regression_names_the_value_that_is_not_a_number(tmp_path, cls_config):
+    path = _label_file(tmp_path, "csv", ["0.5", "1.5", "n/a", "2"])
+    with pytest.raises(MISTAKES, match=r"labels.csv: line 4: label 'n/a' is not a number \(problem_type: regression\)"):
+        runner.build(_cfg(tmp_path, cls_config, train=path, eval=None, problem_type="regression"), "train")
+
+
 def test_listed_label_names_may_mix_numbers_and_names(tmp_path, cls_config):
     path = _label_file(tmp_path, "csv", ["0", "1", "pos"] * 3)
     _, task, _, _, data = runner.build(_cfg(tmp_path, cls_config, train=path, eval=None, labels=["0", "1", "pos"]),
