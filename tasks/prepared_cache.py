@@ -39,6 +39,7 @@ log = logging.getLogger("trainsuite")
 
 VERSION = 2  # 2: state.json instead of a pickle; entries of version 1 are never read
 STATE_FILE = "state.json"
+TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json")  # what a trained tokenizer's entry holds
 # what a task's encode() leaves on the task besides the dataset; dicts are kept per split
 SIDE_STATE = ("eval_texts", "eval_order")
 SIDE_STATE_PER_SPLIT = ("stats", "generation_rows")
@@ -191,6 +192,9 @@ def trained_tokenizer(cfg, task, ds, special, train):
     damaged = os.path.lexists(entry)
     if damaged:
         try:
+            for name in TOKENIZER_FILES:  # without its config, a tokenizer loads, but another one
+                if not os.path.isfile(os.path.join(entry, name)):
+                    raise OSError(f"no {name}")
             tok = AutoTokenizer.from_pretrained(entry)
             log.info("tokenizer: reused the one trained on these data by an earlier run (%s)", entry)
             return tok

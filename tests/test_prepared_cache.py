@@ -206,3 +206,23 @@ def test_side_state_round_trips_through_json_with_its_types():
 
     back = prepared_cache._from_json(json.loads(json.dumps(prepared_cache._to_json(state))))
     assert back == state and repr(back) == repr(state).replace("np.int64(3)", "3")
+
+
+@pytest.mark.parametrize("how", ["truncated", "missing_config"])
+def test_a_damaged_trained_tokenizer_is_trained_again_and_replaced(tmp_path, cls_config, caplog, how):
+    raw = copy.deepcopy(cls_config)
+    raw["tokenizer"] = {"train_from_data": True, "vocab_size": 150, "algorithm": "wordpiece"}
+    _build(tmp_path, raw, caplog)
+    (entry,) = (tmp_path / "prepared-cache").glob("tokenizer-*")
+    if how == "truncated":
+        (entry / "tokenizer.json").write_text('{"version": "1.0", "trunc')
+    else:
+        (entry / "tokenizer_config.json").unlink()
+    _build(tmp_path, raw, caplog)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("training a wordpiece tokenizer" in m for m in messages)
+    assert len([m for m in messages if "cannot read" in m and "training the tokenizer again" in m]) == 1
+    _build(tmp_path, raw, caplog)  # replaced: reused, no warning
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("tokenizer: reused the one trained" in m for m in messages)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
