@@ -132,7 +132,8 @@ def read_json(path: str) -> list[dict]:
     except json.JSONDecodeError as exc:
         if exc.msg == "Extra data":  # JSON Lines saved with a .json name
             return read_jsonl(path)
-        raise DataError(f"{path}: line {exc.lineno}: malformed JSON at column {exc.colno} ({_json_problem(exc)})") from None
+        raise DataError(f"{path}: line {exc.lineno}: malformed JSON at column {exc.colno} "
+                        f"({_json_problem(exc)})") from None
     except RecursionError:
         raise DataError(f"{path}: JSON nested too deeply") from None
     except ValueError as exc:

@@ -270,7 +270,7 @@ def _load(entry: str, task):
         state = _read_state(os.path.join(entry, STATE_FILE))
         if not all(hasattr(task, name) for name in state["side"]):
             raise ValueError(f"side state for another task ({', '.join(state['side'])})")
-        encoded = datasets.load_from_disk(os.path.join(entry, "dataset"), keep_in_memory=True)
+        encoded = datasets.Dataset.load_from_disk(os.path.join(entry, "dataset"), keep_in_memory=True)
     except Exception as exc:  # noqa: BLE001 - a damaged entry: encode again, and replace it
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         log.warning("prepared-data cache: cannot read %s (%s); preparing the data again and replacing it",

@@ -224,8 +224,9 @@ def _bad_parquet(tmp_path, how):
     pq.write_table(pa.table({"text": ["a b", "c d"] * 20, "label": ["pos", "neg"] * 20}), good)
     raw = good.read_bytes()
     bad = tmp_path / f"{how}.parquet"
+    damaged_pages = raw[:4] + b"\xff" * (len(raw) - 200) + raw[-196:]  # the footer whole, the data not
     bad.write_bytes({"binary": bytes(range(256)) * 4, "truncated": raw[: len(raw) // 2], "empty": b"",
-                     "csv": b"text,label\na,pos\n", "damaged_pages": raw[:4] + b"\xff" * (len(raw) - 200) + raw[-196:]}[how])
+                     "csv": b"text,label\na,pos\n", "damaged_pages": damaged_pages}[how])
     return str(bad)
 
 
