@@ -55,6 +55,21 @@ def _as_number(v):
     return int(f) if f.is_integer() else f
 
 
+def _looks_numeric(v) -> bool:
+    """A label that is a number or text spelling one ("0", "1.5", " 2", "01"); true/false are not."""
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, (int, float)):
+        return True
+    if not isinstance(v, str):
+        return False
+    try:
+        float(v.strip())
+    except ValueError:
+        return False
+    return True
+
+
 def length_order(input_ids) -> list[int]:
     """Row indices, longest first (ties in file order)."""
     return sorted(range(len(input_ids)), key=lambda i: -len(input_ids[i]))
@@ -111,9 +126,28 @@ class ClassificationTask(Task):
                 if t is None or (key != "predict" and not str(t).strip()):
                     raise DataError(f"{where(spec, ds[i])}: column '{col}' is empty")
         if key != "predict":
-            for i, v in enumerate(io.values(ds, d.label_column)):
+            labels = io.values(ds, d.label_column)
+            for i, v in enumerate(labels):
                 if v is None or (isinstance(v, str) and not v.strip()):
                     raise DataError(f"{where(spec, ds[i])}: column '{d.label_column}' is empty")
+            # listed label names are taken as given; regression says which value is not a number, when encoded
+            if d.labels is None and self.problem_type != REGRESSION:
+                self._check_one_label_kind(ds, labels, spec)
+
+    def _check_one_label_kind(self, ds, labels, spec) -> None:
+        """Labels that are partly numbers and partly names ("0", "1", "pos") are a mistake in every
+        format: JSON data that mixes 1 and "pos" is refused when read (tasks/io.py), and CSV/TSV
+        fields, all text, meet the same rule here (as do JSON labels written "0" beside "pos")."""
+        col, first = self.cfg.data.label_column, None
+        for i, v in enumerate(labels):
+            for x in v if isinstance(v, list) else [v]:
+                kind = "a number" if _looks_numeric(x) else "text"
+                if first is None:
+                    first = (kind, i)
+                elif kind != first[0]:
+                    line = ds[first[1]].get(io.LINE, "?")
+                    raise DataError(f"{where(spec, ds[i])}: field '{col}' is {kind} here but {first[0]} on line "
+                                    f"{line}; use one type per field (or list the label names in data.labels)")
 
     # -- labels --------------------------------------------------------------
     def setup(self, splits, tokenizer) -> None:

@@ -149,6 +149,21 @@ def conversation_problem(msgs, need_assistant: bool) -> str | None:
     return None
 
 
+def has_empty_reply(row, fmt: str) -> bool:
+    """Whether an assistant reply of the row (a completion, an alpaca output or history answer, an
+    assistant turn) is empty or whitespace only. Such a row is dropped whole, not just that turn:
+    an empty reply marks a broken record, and the turns after it would still learn from a context
+    in which the assistant said nothing."""
+    if fmt == "text":
+        return False
+    msgs = to_messages(row, fmt)
+    if msgs is None:  # plain prompt / completion
+        completion = row.get("completion")
+        return isinstance(completion, str) and not completion.strip()
+    return any(m.get("role") == "assistant" and isinstance(m.get("content"), str) and not m["content"].strip()
+               for m in msgs)
+
+
 def record_problem(row, fmt: str, need: list[str]) -> str | None:
     """What keeps a record from becoming a conversation or a text (a missing or null column, a
     column of the wrong kind), before `to_messages` reads it."""
@@ -341,7 +356,15 @@ class InstructionTask(Task):
         """Render, tokenize and mask `ds` chunk by chunk into `columns` (one Arrow list array per
         chunk and column): no Python int per token is kept, so memory stays ~12 bytes a token."""
         max_len, overlong = self.cfg.sft.max_length, self.cfg.sft.overlong
-        for chunk in io.row_batches(ds, ENCODE_CHUNK):
+        for rows in io.row_batches(ds, ENCODE_CHUNK):
+            chunk = [row for row in rows if not has_empty_reply(row, self.format)]  # dropped whole
+            if len(chunk) < len(rows):
+                counts["empty_reply"] += len(rows) - len(chunk)
+                lines = counts["empty_reply_lines"]  # the first few, for the warning
+                lines += [r.get(io.LINE, "?") for r in rows if has_empty_reply(r, self.format)][:5 - len(lines)]
+            if not chunk:
+                bar.update(len(rows))
+                continue
             rendered = [self.render_row(row, tokenizer, spec) for row in chunk]
             enc = tokenizer([r[0] for r in rendered], add_special_tokens=False, return_offsets_mapping=True)
             kept_ids, kept_labels = [], []
@@ -370,7 +393,19 @@ class InstructionTask(Task):
             if kept_ids:
                 columns["input_ids"].append(_list_chunk(kept_ids))
                 columns["labels"].append(_list_chunk(kept_labels))
-            bar.update(len(chunk))
+            bar.update(len(rows))
+
+    @staticmethod
+    def _report_empty_replies(key, spec, rows: int, n: int, lines: list) -> None:
+        if not n:
+            return
+        src = spec if isinstance(spec, str) else "data"
+        at = ", ".join(f"{src}:{line}" for line in lines) + (", ..." if n > len(lines) else "")
+        if n == rows:
+            raise DataError(f"{key}: {src}: every row has an empty or whitespace-only assistant reply ({n} rows: "
+                            f"{at}); nothing to train on")
+        log.warning("%s: dropped %d of %d rows with an empty or whitespace-only assistant reply (the whole "
+                    "conversation): %s", key, n, rows, at)
 
     def encode(self, ds, tokenizer, split):
         import datasets
@@ -389,7 +424,7 @@ class InstructionTask(Task):
             return datasets.Dataset.from_dict({"prompt": [r[2] for r in rows], "reference": [r[3] for r in rows]})
         max_len, overlong = self.cfg.sft.max_length, self.cfg.sft.overlong
         columns, gen_rows = {"input_ids": [], "labels": []}, []
-        empty, counts = [], {"truncated": 0, "dropped": 0, "emptied": 0}
+        empty, counts = [], {"truncated": 0, "dropped": 0, "emptied": 0, "empty_reply": 0, "empty_reply_lines": []}
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(ds), desc=f"tokenizing {split}", unit="row", disable=not sys.stderr.isatty(),
@@ -405,17 +440,19 @@ class InstructionTask(Task):
                 gc.enable()
         truncated, dropped, emptied = counts["truncated"], counts["dropped"], counts["emptied"]
         bar.close()
+        self._report_empty_replies(key, spec, len(ds), counts["empty_reply"], counts["empty_reply_lines"])
         if empty:
             msgs = to_messages(empty[0], self.format)
             why = conversation_problem(msgs, True) if msgs is not None else None
             if msgs is not None and why is None and self.loss_on != "all":
-                why = ("its assistant turns give no token to train on (empty answers, or a chat template "
-                       "that renders no text for them)")
+                why = ("its assistant turns give no token to train on (a chat template that renders no text "
+                       "for them)")
             raise DataError(f"{key}: {len(empty)} of {len(ds)} rows have no trained tokens with "
                             f"sft.loss_on={self.loss_on}, e.g. {where(spec, empty[0])}"
                             f"{': ' + why if why else ''}; fix or remove them (or set sft.loss_on=all)")
         self.stats[split] = {"rows": len(ds), "truncated": truncated, "dropped_overlong": dropped,
-                             "dropped_no_trained_token_after_truncation": emptied}
+                             "dropped_no_trained_token_after_truncation": emptied,
+                             "dropped_empty_reply": counts["empty_reply"]}
         if truncated or dropped:
             log.warning("%s: %d rows longer than sft.max_length=%d %s%s", key, truncated + dropped, max_len,
                         "dropped" if dropped else "truncated",

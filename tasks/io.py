@@ -95,6 +95,14 @@ def write_jsonl(path: str, rows) -> str:
     return path
 
 
+def _json_problem(exc: json.JSONDecodeError) -> str:
+    return exc.msg.removesuffix(" at")  # "Unterminated string starting at" expects the position after it
+
+
+def _first_sentence(exc: Exception) -> str:
+    return str(exc).split(";")[0].strip() or type(exc).__name__
+
+
 def read_jsonl(path: str, limit: int | None = None) -> list[dict]:
     rows = []
     for n, line in enumerate(_lines(_read_text(path)), 1):
@@ -105,9 +113,11 @@ def read_jsonl(path: str, limit: int | None = None) -> list[dict]:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise DataError(f"{path}: line {n}: malformed JSON ({exc.msg} at column {exc.colno})") from None
+            raise DataError(f"{path}: line {n}: malformed JSON at column {exc.colno} ({_json_problem(exc)})") from None
         except RecursionError:
             raise DataError(f"{path}: line {n}: JSON nested too deeply") from None
+        except ValueError as exc:  # a number of more than 4300 digits (Python's int conversion limit)
+            raise DataError(f"{path}: line {n}: unreadable JSON value ({_first_sentence(exc)})") from None
         if not isinstance(obj, dict):
             raise DataError(f"{path}: line {n}: expected a JSON object, got {type(obj).__name__}")
         obj[LINE] = n
@@ -122,9 +132,12 @@ def read_json(path: str) -> list[dict]:
     except json.JSONDecodeError as exc:
         if exc.msg == "Extra data":  # JSON Lines saved with a .json name
             return read_jsonl(path)
-        raise DataError(f"{path}: line {exc.lineno}: malformed JSON ({exc.msg})") from None
+        raise DataError(f"{path}: line {exc.lineno}: malformed JSON at column {exc.colno} "
+                        f"({_json_problem(exc)})") from None
     except RecursionError:
         raise DataError(f"{path}: JSON nested too deeply") from None
+    except ValueError as exc:
+        raise DataError(f"{path}: unreadable JSON value ({_first_sentence(exc)})") from None
     if isinstance(obj, dict) and "data" in obj and isinstance(obj["data"], list):
         obj = obj["data"]
     if not isinstance(obj, list) or not all(isinstance(r, dict) for r in obj):
@@ -176,6 +189,21 @@ def _csv_reader(text: str, delimiter: str):
                       quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL)
 
 
+def _read_parquet(path: str, how: str):
+    """pyarrow.parquet's `how` (read_table or read_schema) of `path`; a file that is not Parquet, or
+    is truncated or damaged, is a DataError naming it instead of pyarrow's traceback."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return getattr(pq, how)(path)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        detail = detail.split(f"'{path}': ", 1)[-1]  # pyarrow's "Could not open Parquet input source '<path>': "
+        raise DataError(f"{path}: not a readable Parquet file ({detail[:200]}); is it truncated, or another "
+                        "format saved as .parquet?") from None
+
+
 def read_lines(path: str) -> list[str]:
     """Plain text, one item a line (parallel MT corpora). Keeps empty lines to preserve alignment.
     Line ends as Python's text files read them (\n, \r\n and a lone \r), as sacrebleu and fairseq do."""
@@ -225,9 +253,7 @@ def read_records(spec: Any, key: str = "data") -> list[dict]:
     elif kind in ("csv", "tsv"):
         rows = read_delimited(path, "\t" if kind == "tsv" else ",")
     elif kind == "parquet":
-        import pyarrow.parquet as pq
-
-        rows = [dict(r, **{LINE: i + 1}) for i, r in enumerate(pq.read_table(path).to_pylist())]
+        rows = [dict(r, **{LINE: i + 1}) for i, r in enumerate(_read_parquet(path, "read_table").to_pylist())]
     elif kind == "text":
         rows = [{"text": t, LINE: i + 1} for i, t in enumerate(read_lines(path)) if t.strip()]
     else:
@@ -363,9 +389,7 @@ def peek_columns(spec: Any, key: str) -> set[str] | None:
                                            else "line 1: empty (expected the header line)"))
         return {h.strip() for h in header}
     if kind == "parquet":
-        import pyarrow.parquet as pq
-
-        return set(pq.read_schema(path).names)
+        return set(_read_parquet(path, "read_schema").names)
     # the first records show the columns; the whole file is parsed once, when the task loads it
     rows = read_jsonl(path, limit=100) if kind == "jsonl" else read_records(spec, key)
     if not rows:

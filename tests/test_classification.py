@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 
 import pytest
 import torch
@@ -213,3 +214,108 @@ def test_decoder_model_without_pad_token(tmp_path, cls_config):
     assert tok.pad_token == "<|endoftext|>" and trainer.model.config.pad_token_id == tok.pad_token_id
     trainer.train()
     assert "eval_accuracy" in trainer.evaluate()
+
+
+def _bad_parquet(tmp_path, how):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    good = tmp_path / "good.parquet"
+    pq.write_table(pa.table({"text": ["a b", "c d"] * 20, "label": ["pos", "neg"] * 20}), good)
+    raw = good.read_bytes()
+    bad = tmp_path / f"{how}.parquet"
+    damaged_pages = raw[:4] + b"\xff" * (len(raw) - 200) + raw[-196:]  # the footer whole, the data not
+    bad.write_bytes({"binary": bytes(range(256)) * 4, "truncated": raw[: len(raw) // 2], "empty": b"",
+                     "csv": b"text,label\na,pos\n", "damaged_pages": damaged_pages}[how])
+    return str(bad)
+
+
+@pytest.mark.parametrize("how", ["binary", "truncated", "empty", "csv", "damaged_pages"])
+def test_a_bad_parquet_file_is_a_user_error_naming_it(tmp_path, cls_config, capsys, how):
+    from tasks import io
+    from tasks.errors import DataError
+
+    bad = _bad_parquet(tmp_path, how)
+    for read in (io.read_records, io.peek_columns):
+        with pytest.raises(DataError, match=rf"{how}.parquet: not a readable Parquet file"):
+            read(bad, "data.train")
+    cfg = write_yaml(tmp_path / "c.yaml", dict(cls_config, data=dict(cls_config["data"], train=bad)))
+    assert run(["train", cfg]) == 2
+    assert f"error: {bad}: not a readable Parquet file" in capsys.readouterr().err
+    assert run(["predict", cfg, "--input", bad, "--output", str(tmp_path / "o.jsonl")]) == 2
+    assert f"error: {bad}: not a readable Parquet file" in capsys.readouterr().err
+
+
+def test_a_parquet_file_trains(tmp_path, cls_config):
+    good = _bad_parquet(tmp_path, "binary").replace("binary", "good")
+    _, task, _, _, data = runner.build(_cfg(tmp_path, cls_config, train=good, eval=None), "train")
+    assert task.labels == ["neg", "pos"] and len(data["train"]) == 40
+
+
+def _label_file(tmp_path, fmt, labels):
+    rows = [{"text": f"row {i} words", "label": y} for i, y in enumerate(labels)]
+    path = tmp_path / f"labels.{fmt}"
+    if fmt in ("csv", "tsv"):
+        sep = "," if fmt == "csv" else "\t"
+        path.write_text(f"text{sep}label\n" + "".join(f"{r['text']}{sep}{r['label']}\n" for r in rows))
+    elif fmt == "json":
+        path.write_text(json.dumps(rows))
+    elif fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    else:
+        write_jsonl(path, rows)
+    return str(path)
+
+
+@pytest.mark.parametrize("fmt,first_line", [("csv", 2), ("tsv", 2), ("jsonl", 1), ("json", 1), ("parquet", 1)])
+def test_labels_mixing_numbers_and_names_are_refused_in_every_format(tmp_path, cls_config, fmt, first_line):
+    # read as text ("0", "1", "pos": CSV/TSV, and JSON or Parquet written with quoted labels)
+    path = _label_file(tmp_path, fmt, ["0", "1", "pos", "0", "1", "pos"])
+    bad = first_line + 2
+    with pytest.raises(MISTAKES, match=rf"labels.{fmt}: line {bad}: field 'label' is text here but a number "
+                                       rf"on line {first_line}; use one type per field"):
+        runner.build(_cfg(tmp_path, cls_config, train=path, eval=None), "train")
+    if fmt in ("jsonl", "json"):  # 0, 1 and "pos" as JSON numbers and text: the same line, when read
+        path = _label_file(tmp_path, fmt, [0, 1, "pos", 0])
+        with pytest.raises(MISTAKES, match=rf"line {bad}: field 'label' is text here but a number on line 1"):
+            runner.build(_cfg(tmp_path, cls_config, train=path, eval=None), "train")
+
+
+@pytest.mark.parametrize("labels,expected", [(["0", "1"] * 4, ["0", "1"]), (["pos", "neg"] * 4, ["neg", "pos"]),
+                                             (["0.5", "1.25", "2", "3"] * 2, []), (["01", "10"] * 4, ["10", "01"])])
+def test_csv_labels_of_one_kind_still_train(tmp_path, cls_config, labels, expected):
+    path = _label_file(tmp_path, "csv", labels)
+    _, task, _, _, _ = runner.build(_cfg(tmp_path, cls_config, train=path, eval=None), "train")
+    assert task.labels == expected
+
+
+def test_regression_names_the_value_that_is_not_a_number(tmp_path, cls_config):
+    path = _label_file(tmp_path, "csv", ["0.5", "1.5", "n/a", "2"])
+    with pytest.raises(MISTAKES, match=r"labels.csv: line 4: label 'n/a' is not a number \(problem_type: regression\)"):
+        runner.build(_cfg(tmp_path, cls_config, train=path, eval=None, problem_type="regression"), "train")
+
+
+def test_listed_label_names_may_mix_numbers_and_names(tmp_path, cls_config):
+    path = _label_file(tmp_path, "csv", ["0", "1", "pos"] * 3)
+    _, task, _, _, data = runner.build(_cfg(tmp_path, cls_config, train=path, eval=None, labels=["0", "1", "pos"]),
+                                       "train")
+    assert task.labels == ["0", "1", "pos"] and sorted(set(data["train"]["labels"][:])) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("name,content,message", [
+    ("t.jsonl", '{"text": "a", "label": 1}\n{"text": "b", "label": ' + "9" * 5000 + "}\n",
+     "line 2: unreadable JSON value"),
+    ("t.json", '[{"text": "a", "label": ' + "9" * 5000 + "}]", "unreadable JSON value"),
+    ("t.jsonl", '{"text": "a", "label": 1}\n{"text": "b", "la', "line 2: malformed JSON at column 15 (Unterminated"),
+])
+def test_other_unreadable_files_are_user_errors(tmp_path, name, content, message):
+    from tasks import io
+    from tasks.errors import DataError
+
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(DataError, match=rf"{name}: {re.escape(message)}"):
+        io.load_split(str(path), "data.train", "train")

@@ -134,3 +134,95 @@ def test_configured_folder(tmp_path, cls_config, caplog):
     raw["data"]["prepared_cache"] = str(tmp_path / "mine")
     _build(tmp_path, raw, caplog)
     assert len(os.listdir(tmp_path / "mine")) == 2
+
+
+class _Planted:
+    """Unpickling this writes a file: proof that a planted pickle ran."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (_touch, (self.marker,))
+
+
+def _touch(path):
+    open(path, "w").close()
+    return {"side": {}, "log": []}
+
+
+def _entries(tmp_path):
+    root = tmp_path / "prepared-cache"
+    return sorted(p for p in root.iterdir() if not p.name.startswith((".", "tokenizer-")))
+
+
+def _damage(entry, how, marker):
+    import pickle
+
+    if how == "planted_pickle":  # beside a good state.json: never read
+        (entry / "state.pkl").write_bytes(pickle.dumps(_Planted(str(marker))))
+    elif how == "pickle_as_state":  # where the state should be
+        (entry / "state.json").write_bytes(pickle.dumps(_Planted(str(marker))))
+    elif how == "bad_json":
+        (entry / "state.json").write_text('{"side": {"eval_texts": [')
+    elif how == "unknown_state":  # JSON that would set another attribute on the task
+        (entry / "state.json").write_text('{"side": {"cfg": null}, "log": []}')
+    elif how == "missing_state":
+        (entry / "state.json").unlink()
+    elif how == "truncated_arrow":
+        arrow = next((entry / "dataset").glob("*.arrow"))
+        arrow.write_bytes(arrow.read_bytes()[:100])
+
+
+@pytest.mark.parametrize("how", ["planted_pickle", "pickle_as_state", "bad_json", "unknown_state",
+                                 "missing_state", "truncated_arrow"])
+def test_a_planted_or_damaged_entry_never_runs_code_and_is_replaced(tmp_path, cls_config, caplog, how):
+    _, data1, _ = _build(tmp_path, cls_config, caplog)
+    marker = tmp_path / "pwned"
+    for entry in _entries(tmp_path):
+        _damage(entry, how, marker)
+    _, data2, reused = _build(tmp_path, cls_config, caplog)
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not marker.exists()
+    assert data2["train"].to_dict() == data1["train"].to_dict()
+    if how == "planted_pickle":  # the entry itself is whole
+        assert len(reused) == 2 and warned == []
+        return
+    assert reused == [] and len(warned) == 2 and all("preparing the data again" in w for w in warned)
+    _, data3, reused = _build(tmp_path, cls_config, caplog)  # replaced: reused, no warning
+    assert len(reused) == 2 and not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert data3["eval"].to_dict() == data1["eval"].to_dict() and not marker.exists()
+    assert len(_entries(tmp_path)) == 2
+
+
+def test_side_state_round_trips_through_json_with_its_types():
+    import numpy as np
+
+    state = {"side": {"generation_rows": {"eval": [("prompt", "ref"), ("p2", None)]},
+                      "stats": {"train": {"rows": np.int64(3), "truncated": 0}},
+                      "eval_order": [2, 0, 1], "eval_texts": ["a", "b || c"]},
+             "log": [(30, "data.train: a warning"), (20, "info")], "ids": {1: "x", "__tuple__": (1,)}}
+    import json
+
+    back = prepared_cache._from_json(json.loads(json.dumps(prepared_cache._to_json(state))))
+    assert back == state and repr(back) == repr(state).replace("np.int64(3)", "3")
+
+
+@pytest.mark.parametrize("how", ["truncated", "missing_config"])
+def test_a_damaged_trained_tokenizer_is_trained_again_and_replaced(tmp_path, cls_config, caplog, how):
+    raw = copy.deepcopy(cls_config)
+    raw["tokenizer"] = {"train_from_data": True, "vocab_size": 150, "algorithm": "wordpiece"}
+    _build(tmp_path, raw, caplog)
+    (entry,) = (tmp_path / "prepared-cache").glob("tokenizer-*")
+    if how == "truncated":
+        (entry / "tokenizer.json").write_text('{"version": "1.0", "trunc')
+    else:
+        (entry / "tokenizer_config.json").unlink()
+    _build(tmp_path, raw, caplog)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("training a wordpiece tokenizer" in m for m in messages)
+    assert len([m for m in messages if "cannot read" in m and "training the tokenizer again" in m]) == 1
+    _build(tmp_path, raw, caplog)  # replaced: reused, no warning
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("tokenizer: reused the one trained" in m for m in messages)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

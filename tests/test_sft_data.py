@@ -119,6 +119,41 @@ def test_overlong_rows_truncated_or_dropped_and_counted(tmp_path, tokenizer, mod
     assert len(task.generation_rows["train"]) == len(ds)
 
 
+def _user_then(*replies):
+    turns = []
+    for i, reply in enumerate(replies):
+        turns += [{"role": "user", "content": f"repeat: red {i}"}, {"role": "assistant", "content": reply}]
+    return {"messages": turns}
+
+
+@pytest.mark.parametrize("blank", [
+    _user_then(""),
+    _user_then("  \n\t"),
+    _user_then("red", ""),  # one empty turn of several: the whole conversation goes
+    {"instruction": "name a pet", "input": "red", "output": " "},
+    {"prompt": "red is", "completion": ""},
+])
+def test_rows_with_an_empty_reply_are_dropped_and_counted_in_one_warning(tmp_path, tokenizer, caplog, blank):
+    good = chat_rows(4) if "messages" in blank else [dict(blank, **{k: "cat" for k in ("output", "completion")
+                                                                       if k in blank})] * 4
+    rows = good[:2] + [blank] * 7 + good[2:]
+    with caplog.at_level("WARNING", logger="trainsuite"):
+        task, ds = _task(tmp_path, rows, tokenizer)
+    assert len(ds) == 4 and task.stats["train"]["dropped_empty_reply"] == 7
+    assert len(task.generation_rows["train"]) == 4
+    warned = [r.getMessage() for r in caplog.records if "empty or whitespace-only assistant reply" in r.getMessage()]
+    train = str(tmp_path / "train.jsonl")
+    assert warned == [f"data.train: dropped 7 of 11 rows with an empty or whitespace-only assistant reply (the whole "
+                      f"conversation): {train}:3, {train}:4, {train}:5, {train}:6, {train}:7, ..."]
+
+
+def test_all_replies_empty_is_refused_naming_the_file(tmp_path, tokenizer):
+    rows = [_user_then(""), _user_then(" ")]
+    with pytest.raises(MISTAKES, match=r"data.train: .*train.jsonl: every row has an empty or whitespace-only "
+                                       r"assistant reply \(2 rows: .*train.jsonl:1, .*train.jsonl:2\)"):
+        _task(tmp_path, rows, tokenizer)
+
+
 def test_chatml_tokens_added_when_the_tokenizer_lacks_a_template(tmp_path):
     tok = train_tokenizer([" ".join(WORDS)] * 3, 300, CHAT_LIKE.__class__(pad="<pad>", eos="</s>"))
     assert tok.chat_template is None and "<|im_start|>" not in tok.get_vocab()
