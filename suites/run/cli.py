@@ -63,7 +63,7 @@ def parser() -> argparse.ArgumentParser:
         "write the metrics to OUTPUT_DIR/eval_results.json")
     pr = add("predict", "write one JSON line of predictions per input row")
     pr.add_argument("--input", required=True, help="rows to predict (jsonl, csv, tsv, json, parquet), or a plain text file (.txt or no "
-                    "table extension, e.g. test.en): one input a line (seq2seq, classification)")
+                    "table extension, e.g. test.en): one input a line (a source, a text, an SFT user prompt)")
     pr.add_argument("--output", required=True, help="where to write the predictions (JSONL)")
     help_ = "merge a LoRA run's adapter into its base model (a standalone model)"
     mg = sub.add_parser("merge", help=help_, description=help_)
