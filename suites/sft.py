@@ -25,7 +25,7 @@ from transformers.trainer_utils import EvalLoopOutput
 
 from collators.sft import PackedCollator, PaddingCollator, document_lengths, group_documents, pack_documents
 from tasks import io
-from tasks.instruction import InstructionTask
+from tasks.instruction import InstructionTask, end_of_turn_ids
 from tasks.tokenizer import CHAT_LIKE
 
 from .base import SuiteTrainer
@@ -147,9 +147,7 @@ class SuiteSFTTrainer(SuiteTrainer, trl.SFTTrainer):
 
 
 def stop_token_ids(tokenizer) -> list[int]:
-    ids = [tokenizer.eos_token_id] + [tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|eot_id|>")
-                                      if t in tokenizer.get_vocab()]
-    return [i for i in dict.fromkeys(ids) if i is not None]
+    return end_of_turn_ids(tokenizer)  # what `trainsuite inspect` checks is trained at the end of each reply
 
 
 def decode_completion(tokenizer, ids: list[int]) -> str:

@@ -55,6 +55,16 @@ CHATML_TEMPLATE = (
 )
 
 
+END_OF_TURN = ("<|im_end|>", "<|eot_id|>")  # ChatML, Llama 3: the tokens that end a reply besides eos
+
+
+def end_of_turn_ids(tokenizer) -> list[int]:
+    """The ids a reply ends with: eos and the end-of-turn tokens the vocabulary has (generation stops there)."""
+    vocab = tokenizer.get_vocab()
+    ids = [tokenizer.eos_token_id] + [tokenizer.convert_tokens_to_ids(t) for t in END_OF_TURN if t in vocab]
+    return [i for i in dict.fromkeys(ids) if i is not None]
+
+
 def detect_format(cols) -> str | None:
     cols = set(cols)
     if "messages" in cols:
