@@ -30,12 +30,10 @@ from .family import Family, pad_multiple
 from .generation import STOP_EOS, STOP_LENGTH, generate_in_order, generation_batch_size, generation_settings
 from .losses import Seq2SeqLoss
 from .modeling import apply_peft, check_position_table, load_model
-from .config.model_type import T5_FAMILY
+from .config.model_type import PAD_STARTS
 
 log = logging.getLogger("trainsuite")
 
-# Architectures whose decoder starts from the pad token; the others (BART-like) start from </s>.
-PAD_STARTS = (*T5_FAMILY, "marian", "pegasus", "pegasus_x")
 
 
 def decoder_inputs(model, labels: torch.Tensor) -> torch.Tensor:

@@ -126,3 +126,17 @@ def test_inspect_loads_no_model(tmp_path, capsys, monkeypatch):
         monkeypatch.setattr(cls, "from_config", refuse)
     path = write_yaml(tmp_path / "cfg.yaml", sft_config(tmp_path))
     assert "[[" in _inspect(capsys, path, "--rows", "1")
+
+
+@pytest.mark.parametrize("task, model_type", [("sft", "llama"), ("classification", "bert"), ("seq2seq", "t5"),
+                                              ("seq2seq", "bart"), ("seq2seq", None)])
+def test_the_task_and_special_tokens_are_the_familys(task, model_type):
+    """inspect names the task class and special tokens without importing the trainers: the same as the family's."""
+    from types import SimpleNamespace
+
+    from suites.family import family_for
+    from suites.run.inspect import task_and_special_tokens
+
+    cfg = SimpleNamespace(task=task, model=SimpleNamespace(from_config={"model_type": model_type} if model_type else None))
+    family = family_for(cfg)
+    assert task_and_special_tokens(cfg) == (family.task_cls, family.special_tokens)

@@ -11,14 +11,13 @@ PREVIEW_SPLIT = "train"
 
 def inspect(cfg, rows: int = 3, color: bool = False) -> str:
     """The report as text: `rows` examples of the training split, then counts per split."""
-    from ..family import family_for
     from ..modeling import load_tokenizer
 
-    family = family_for(cfg)
-    task = family.task_cls(cfg)
+    task_cls, special = task_and_special_tokens(cfg)
+    task = task_cls(cfg)
     splits = task.load("train")
     tokenizer = load_tokenizer(cfg, texts=lambda: task.texts_for_tokenizer(splits["train"]),
-                               special=family.special_tokens, task=task, train_rows=splits.get("train"))
+                               special=special, task=task, train_rows=splits.get("train"))
     task.setup(splits, tokenizer)
     encoded = {name: task.encode(ds, tokenizer, name) for name, ds in splits.items()}
     name = cfg.tokenizer.name_or_path or cfg.model.name_or_path or "trained from the training data"
@@ -28,6 +27,28 @@ def inspect(cfg, rows: int = 3, color: bool = False) -> str:
     out.append("")
     out += _counts(cfg, task, tokenizer, splits, encoded)
     return "\n".join(out) + "\n"
+
+
+def task_and_special_tokens(cfg):
+    """The family's task class and the special tokens of a tokenizer trained from data, as suites/family.py's
+    families name them, without importing the trainers (transformers.Trainer: most of a command's start-up
+    time); tests/test_inspect.py checks that they are the families' own."""
+    from tasks import tokenizer as special
+
+    if cfg.task == "sft":
+        from tasks.instruction import InstructionTask
+
+        return InstructionTask, special.CHAT_LIKE
+    if cfg.task == "seq2seq":
+        from tasks.seq2seq import Seq2SeqTask
+
+        from ..config.model_type import PAD_STARTS
+
+        model_type = (cfg.model.from_config or {}).get("model_type")
+        return Seq2SeqTask, special.T5_LIKE if model_type in PAD_STARTS or model_type is None else special.BART_LIKE
+    from tasks.classification import ClassificationTask
+
+    return ClassificationTask, special.BERT_LIKE
 
 
 def _sft_examples(cfg, task, tokenizer, splits, encoded, rows, color):
