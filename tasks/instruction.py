@@ -289,8 +289,9 @@ class InstructionTask(Task):
                 log.info("added ChatML tokens %s to the tokenizer (it had no chat template)", missing)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        self.loss_on = loss_on(self.cfg, self.format)
-        log.info("sft data: format %s, loss on %s", self.format, self.loss_on)
+        # predict trains nothing: its rows' format (plain prompts, say) need not fit sft.loss_on
+        self.loss_on = loss_on(self.cfg, self.format) if "predict" not in splits else "all"
+        log.info("sft data: format %s%s", self.format, "" if "predict" in splits else f", loss on {self.loss_on}")
 
     def save(self, output_dir: str) -> None:
         from .trained_chat import save
@@ -414,7 +415,8 @@ class InstructionTask(Task):
                 prompts.append(prompt)
                 references.append(r[REFERENCE] if isinstance(r.get(REFERENCE), str) else ref)
             if any(p is None for p in prompts):
-                raise DataError(f"{key}: predict needs prompts; plain text rows have none")
+                raise DataError(f"{key}: predict needs prompts; plain text rows have none (give a .txt file, one "
+                                "prompt a line, or rows with prompt or messages)")
             return datasets.Dataset.from_dict({"prompt": prompts, "reference": references})
         max_len, overlong = self.cfg.sft.max_length, self.cfg.sft.overlong
         columns, gen_rows = {"input_ids": [], "labels": []}, []

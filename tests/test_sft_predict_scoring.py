@@ -69,6 +69,12 @@ def test_txt_prompts_and_scored_predictions(tmp_path, capsys):
     _predict(capsys, path, txt, out)  # a later unscored predict leaves no earlier scores in results.json
     assert not any(k.startswith("test_") for k in json.load(open(f"{run_dir}/results.json")))
 
+    # plain text rows hold no prompt: one line naming --input, not data.train's sft.loss_on
+    text_rows = write_jsonl(tmp_path / "text.jsonl", [{"text": "red cat"}])
+    assert cli.run(["predict", path, "sft.loss_on=assistant", "--input", text_rows, "--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: --input: predict needs prompts") and ".txt file" in err
+
 
 def _tiny_generator():
     """A tiny Llama whose LM head is zero: every logit ties, so greedy generation always picks token id 0."""
