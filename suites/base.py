@@ -192,7 +192,8 @@ class SuiteTrainer(Trainer):
         """One flat JSON object in OUTPUT_DIR/results.json (rank 0 only). `merge` keeps the keys
         of an earlier command (predict after train) that this one does not produce, except those
         starting with `replace_prefix` (an earlier predict's scores on another input file).
-        `trainsuite eval` writes its own file (eval_results.json) beside the training results."""
+        `trainsuite eval` writes its own file (eval_results.json) beside the training results.
+        Returns this command's own results (the training metrics merged into the file are not its own)."""
         cfg = self.suite_cfg
         path = os.path.join(self.args.output_dir, filename)
         out = {}
@@ -202,19 +203,18 @@ class SuiteTrainer(Trainer):
             if replace_prefix:
                 out = {k: v for k, v in out.items() if not k.startswith(replace_prefix)}
         model = (cfg.model.name_or_path or cfg.model.from_config.get("model_type")) if cfg else None
-        if out.get("model") not in (None, model):  # eval of the trained run: keep what was trained
+        own = {"task": cfg.task if cfg else None, "model": model, "world_size": self.args.world_size,
+               **(extra or {}), **{k: _plain(v) for k, v in metrics.items()}}
+        if out.get("model") not in (None, model):  # predict with the trained run: the file keeps what was trained
             out["evaluated_model"] = model
-            model = out["model"]
-        out.update({"task": cfg.task if cfg else None, "model": model, "world_size": self.args.world_size})
-        out.update(extra or {})
-        out.update({k: _plain(v) for k, v in metrics.items()})
+        out.update({**own, "model": out.get("model") or model})
         if self.is_world_process_zero():
             os.makedirs(self.args.output_dir, exist_ok=True)
             tmp = path + ".tmp"
             with open(tmp, "w") as fh:
                 json.dump(out, fh, indent=2, sort_keys=True)
             os.replace(tmp, path)
-        return out
+        return own
 
 
 class EpochSeededLengthGroupedSampler(torch.utils.data.Sampler):

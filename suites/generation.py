@@ -24,23 +24,46 @@ import torch
 log = logging.getLogger("trainsuite")
 
 
-class GenerationProgress:
-    """A tqdm bar over generated rows with generated tokens/s; silent when `disable`."""
+# Why a generated row ended: its end-of-turn / end-of-sequence token, or generation.max_new_tokens.
+STOP_EOS, STOP_LENGTH = "eos", "length"
 
-    def __init__(self, total: int, disable: bool, desc: str = "generating"):
+# Without a progress bar (stderr is no terminal: a log file, a job scheduler), a line this often
+PROGRESS_LOG_SECONDS = 20.0
+
+
+class GenerationProgress:
+    """Progress over generated rows with generated tokens/s: a tqdm bar on a terminal; otherwise (`quiet`)
+    a log line every PROGRESS_LOG_SECONDS and one at the end, from the first process only, so a long
+    generation into a log file does not look hung."""
+
+    def __init__(self, total: int, quiet: bool, desc: str = "generating"):
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=total, desc=desc, unit="row", disable=disable, dynamic_ncols=True)
+        self.bar = tqdm(total=total, desc=desc, unit="row", disable=quiet, dynamic_ncols=True)
+        self.log_lines = quiet and _world()[1] == 0 and total > 0
+        self.total, self.done, self.desc = total, 0, desc
         self.start, self.tokens = time.perf_counter(), 0
+        self.last_line = self.start
+
+    def rate(self) -> float:
+        return self.tokens / max(time.perf_counter() - self.start, 1e-9)
 
     def update(self, rows: int, generated_tokens: int) -> None:
         self.tokens += generated_tokens
-        rate = self.tokens / max(time.perf_counter() - self.start, 1e-9)
-        self.bar.set_postfix_str(f"{rate:,.0f} tok/s", refresh=False)
+        self.done += rows
+        self.bar.set_postfix_str(f"{self.rate():,.0f} tok/s", refresh=False)
         self.bar.update(rows)
+        now = time.perf_counter()
+        if self.log_lines and now - self.last_line >= PROGRESS_LOG_SECONDS and self.done < self.total:
+            self.last_line = now
+            log.info("%s: %d/%d rows, %s tokens, %.0f tok/s, %.0f s", self.desc, self.done, self.total,
+                     f"{self.tokens:,}", self.rate(), now - self.start)
 
     def close(self) -> None:
         self.bar.close()
+        if self.log_lines and self.done == self.total:
+            log.info("%s: %d rows done, %s tokens in %.1f s (%.0f tok/s)", self.desc, self.done,
+                     f"{self.tokens:,}", time.perf_counter() - self.start, self.rate())
 
 
 def generation_settings(g) -> dict:

@@ -4,6 +4,7 @@ from-scratch configs, 4/8-bit quantization and LoRA adapters."""
 from __future__ import annotations
 
 import logging
+import math
 import os
 
 import torch
@@ -126,7 +127,7 @@ def load_model(cfg, auto_cls, tokenizer, config_updates: dict | None = None, kee
         model = auto_cls.from_config(config, **kwargs)
     else:
         name = resolve(m.name_or_path)
-        if name and os.path.isfile(os.path.join(name, "adapter_config.json")):
+        if is_adapter_dir(name):
             return load_adapter_model(cfg, auto_cls, tokenizer, name, updates, keep_full_precision, **kwargs)
         qc = quantization_config(cfg, keep_full_precision)
         if qc is not None:
@@ -208,7 +209,20 @@ def check_position_table(model_config, lengths: dict) -> None:
         refuse_beyond_positions(key, n, limit)
 
 
+def logical_numel(param) -> int:
+    """The elements a parameter stands for: a bitsandbytes 4-bit weight is stored packed (two values a
+    byte, in a flat tensor), and its quant_state keeps the shape it was quantized from."""
+    shape = getattr(getattr(param, "quant_state", None), "shape", None)
+    return math.prod(shape) if shape is not None else param.numel()
+
+
 def parameter_counts(model) -> dict:
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(logical_numel(p) for p in model.parameters())
+    trainable = sum(logical_numel(p) for p in model.parameters() if p.requires_grad)
     return {"params_total": total, "params_trainable": trainable}
+
+
+def is_adapter_dir(name: str | None) -> bool:
+    """A LoRA run's output (or checkpoint): adapter weights on a base model named in adapter_config.json."""
+    path = resolve(name) if name else None
+    return bool(path) and os.path.isfile(os.path.join(path, "adapter_config.json"))

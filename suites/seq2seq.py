@@ -27,15 +27,13 @@ from .base import SuiteTrainer
 from .distributed import model_is_sharded
 from .errors import UserError
 from .family import Family, pad_multiple
-from .generation import generate_in_order, generation_batch_size, generation_settings
+from .generation import STOP_EOS, STOP_LENGTH, generate_in_order, generation_batch_size, generation_settings
 from .losses import Seq2SeqLoss
 from .modeling import apply_peft, check_position_table, load_model
-from .config.model_type import T5_FAMILY
+from .config.model_type import PAD_STARTS
 
 log = logging.getLogger("trainsuite")
 
-# Architectures whose decoder starts from the pad token; the others (BART-like) start from </s>.
-PAD_STARTS = (*T5_FAMILY, "marian", "pegasus", "pegasus_x")
 
 
 def decoder_inputs(model, labels: torch.Tensor) -> torch.Tensor:
@@ -117,15 +115,15 @@ class Seq2SeqSuiteTrainer(SuiteTrainer, transformers.Seq2SeqTrainer):
                 if keep < len(idx) and "labels" in batch:  # filler rows count in no loss
                     batch["labels"] = batch["labels"].clone()
                     batch["labels"][keep:] = IGNORE_INDEX
-                texts, lengths, loss, count = self._generate_batch(model, batch, gc, with_loss, synced)
-                return list(zip(texts, lengths)), (loss, count)
+                texts, lengths, stops, loss, count = self._generate_batch(model, batch, gc, with_loss, synced)
+                return list(zip(texts, lengths, stops)), (loss, count)
 
             size = generation_batch_size(self.generation, self.args.per_device_eval_batch_size, self.args.device)
             outs, stats = generate_in_order([len(x) for x in data["input_ids"]], run_batch, size, synced,
                                             quiet=self.args.disable_tqdm or not self.is_world_process_zero())
         finally:
             model.train(was_training)
-        out = {"hypotheses": [h for h, _ in outs], "gen_lengths": [n for _, n in outs]}
+        out = {"hypotheses": [o[0] for o in outs], "gen_lengths": [o[1] for o in outs], "stops": [o[2] for o in outs]}
         if with_loss:
             loss_sum, tokens = stats or (0.0, 0)
             out["loss"] = loss_sum / max(tokens, 1)
@@ -153,12 +151,13 @@ class Seq2SeqSuiteTrainer(SuiteTrainer, transformers.Seq2SeqTrainer):
         is_eos = seq == eos if eos is not None else torch.zeros_like(seq, dtype=torch.bool)
         real = (seq != pad).sum(1) if pad is not None else torch.full((seq.size(0),), seq.size(1))
         lengths = torch.where(is_eos.any(1), is_eos.int().argmax(1) + 1, real).tolist()
+        stops = [STOP_EOS if e else STOP_LENGTH for e in is_eos.any(1).tolist()]
         texts = [t.strip() for t in self.processing_class.batch_decode(seq.tolist(), skip_special_tokens=True)]
-        return texts, lengths, loss, count
+        return texts, lengths, stops, loss, count
 
     # -- evaluation ----------------------------------------------------------
     def _score(self, dataset, prefix: str, with_loss: bool, gen_kwargs: dict):
-        """(metrics with `prefix_`, hypotheses, references or None) for `dataset`."""
+        """(metrics with `prefix_`, the generate_texts output, references or None) for `dataset`."""
         start = time.perf_counter()
         out = self.generate_texts(dataset, with_loss=with_loss, **gen_kwargs)
         gen_time = time.perf_counter() - start
@@ -173,36 +172,41 @@ class Seq2SeqSuiteTrainer(SuiteTrainer, transformers.Seq2SeqTrainer):
         runtime = time.perf_counter() - start
         metrics.update(runtime=round(runtime, 4), samples_per_second=round(len(hyps) / max(runtime, 1e-9), 3),
                        generation_runtime=round(gen_time, 4))
-        return {f"{prefix}_{k}": v for k, v in metrics.items()}, hyps, refs
+        return {f"{prefix}_{k}": v for k, v in metrics.items()}, out, refs
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval", **gen_kwargs):
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
         if isinstance(dataset, dict):
             raise UserError("seq2seq evaluates one eval dataset, not a dict of them")
-        metrics, hyps, refs = self._score(dataset, metric_key_prefix, True, gen_kwargs)
+        metrics, out, refs = self._score(dataset, metric_key_prefix, True, gen_kwargs)
+        hyps = out["hypotheses"]
         if self.state.epoch is not None:
             metrics["epoch"] = self.state.epoch
         sources = dataset[SOURCE_TEXT][:] if SOURCE_TEXT in dataset.column_names else [""] * len(hyps)
         step = self.state.global_step if self.weights_step is None else self.weights_step
         self.write_predictions(f"{metric_key_prefix}_step{step}.jsonl", sources,
-                               refs or [""] * len(hyps), hyps)
+                               refs or [""] * len(hyps), hyps, out["gen_lengths"], out["stops"])
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
 
     def predict(self, test_dataset, ignore_keys=None, metric_key_prefix: str = "test", **gen_kwargs):
-        """Generated strings (in row order) as `predictions`; metrics when the rows have targets."""
+        """Generated strings (in row order) as `predictions`; metrics when the rows have targets.
+        `self.last_generation` keeps the generated token counts and stop reasons of those rows."""
         from transformers.trainer_utils import PredictionOutput
 
-        metrics, hyps, _ = self._score(test_dataset, metric_key_prefix, False, gen_kwargs)
-        return PredictionOutput(predictions=hyps, label_ids=None, metrics=metrics)
+        metrics, out, _ = self._score(test_dataset, metric_key_prefix, False, gen_kwargs)
+        self.last_generation = out
+        return PredictionOutput(predictions=out["hypotheses"], label_ids=None, metrics=metrics)
 
-    def write_predictions(self, name: str, sources, references, hypotheses) -> str | None:
-        """OUTPUT_DIR/predictions/<name>: one {source, reference, hypothesis} line per row, atomically."""
+    def write_predictions(self, name: str, sources, references, hypotheses, gen_lengths, stops) -> str | None:
+        """OUTPUT_DIR/predictions/<name>: one {source, reference, hypothesis, generated_tokens, stop} line per
+        row, atomically."""
         if not self.is_world_process_zero():
             return None
         return io.write_jsonl(os.path.join(self.args.output_dir, "predictions", name), (
-            {"source": s, "reference": r, "hypothesis": h} for s, r, h in zip(sources, references, hypotheses)))
+            {"source": s, "reference": r, "hypothesis": h, "generated_tokens": n, "stop": stop}
+            for s, r, h, n, stop in zip(sources, references, hypotheses, gen_lengths, stops)))
 
 
 class Seq2SeqFamily(Family):
@@ -263,4 +267,6 @@ class Seq2SeqFamily(Family):
     def predict_rows(self, trainer, task, dataset, tokenizer) -> list[dict]:
         out = trainer.predict(dataset)
         self.predict_metrics = out.metrics  # test_bleu, ... when the input rows carry targets
-        return [{"prediction": h} for h in out.predictions]
+        gen = trainer.last_generation
+        return [{"prediction": h, "generated_tokens": n, "stop": stop}
+                for h, n, stop in zip(out.predictions, gen["gen_lengths"], gen["stops"])]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 
 import torch
 import trl
@@ -24,13 +25,13 @@ from transformers.trainer_utils import EvalLoopOutput
 
 from collators.sft import PackedCollator, PaddingCollator, document_lengths, group_documents, pack_documents
 from tasks import io
-from tasks.instruction import InstructionTask
+from tasks.instruction import InstructionTask, end_of_turn_ids
 from tasks.tokenizer import CHAT_LIKE
 
 from .base import SuiteTrainer
 from .distributed import model_is_sharded
 from .family import Family, pad_multiple
-from .generation import generate_in_order, generation_batch_size, generation_settings
+from .generation import STOP_EOS, STOP_LENGTH, generate_in_order, generation_batch_size, generation_settings
 from .modeling import apply_peft, load_model
 from .sft_speed import attention_kwargs, speed_defaults, use_generation_attention
 
@@ -140,14 +141,13 @@ class SuiteSFTTrainer(SuiteTrainer, trl.SFTTrainer):
         preds, refs = [o[0] for o in outs], [r for _, r in rows]
         if self.is_world_process_zero():
             io.write_jsonl(os.path.join(self.args.output_dir, "eval_generations.jsonl"), (
-                {"prompt": prompt, "prediction": pred, "reference": ref} for (prompt, ref), (pred, _) in zip(rows, outs)))
+                {"prompt": prompt, "prediction": pred, "reference": ref, "generated_tokens": n, "stop": stop}
+                for (prompt, ref), (pred, n, stop) in zip(rows, outs)))
         return generation_metrics(preds, refs, [o[1] for o in outs])
 
 
 def stop_token_ids(tokenizer) -> list[int]:
-    ids = [tokenizer.eos_token_id] + [tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|eot_id|>")
-                                      if t in tokenizer.get_vocab()]
-    return [i for i in dict.fromkeys(ids) if i is not None]
+    return end_of_turn_ids(tokenizer)  # what `trainsuite inspect` checks is trained at the end of each reply
 
 
 def decode_completion(tokenizer, ids: list[int]) -> str:
@@ -167,7 +167,9 @@ def decode_completion(tokenizer, ids: list[int]) -> str:
 def generate(model, tokenizer, prompts: list[str], gen, batch_size: int, synced_gpus: bool = False,
              quiet: bool = True) -> list[tuple[str, int]]:
     """Completions of `prompts` only (left padding, batched longest first, split over the processes by
-    suites/generation.py): (text, generated token count), in the order of `prompts`, on every process."""
+    suites/generation.py): (text, generated token count, stop reason), in the order of `prompts`, on every
+    process. The count leaves out the stop token; the stop reason is STOP_EOS (a stop token: end of turn or
+    of sequence) or STOP_LENGTH (generation.max_new_tokens reached)."""
     model_was_training = model.training
     model.eval()
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
@@ -183,8 +185,10 @@ def generate(model, tokenizer, prompts: list[str], gen, batch_size: int, synced_
                               synced_gpus=synced_gpus)
         outs = []
         for row in seqs[:, enc["input_ids"].shape[1]:].tolist():
-            cut = next((j for j, t in enumerate(row) if t in stops), len(row))
-            outs.append((decode_completion(tokenizer, row[:cut]), cut))
+            cut = next((j for j, t in enumerate(row) if t in stops), None)
+            stop = STOP_EOS if cut is not None else STOP_LENGTH
+            cut = len(row) if cut is None else cut
+            outs.append((decode_completion(tokenizer, row[:cut]), cut, stop))
         return outs, ()
 
     try:
@@ -236,9 +240,26 @@ class SFTFamily(Family):
         return {"generation_rows": rows}
 
     def predict_rows(self, trainer, task, dataset, tokenizer) -> list[dict]:
+        """One {prompt, completion, [reference], generated_tokens, stop} per row; the rows that carry a
+        reference (tasks/instruction.py: a `reference` field, else the final assistant turn or the
+        completion) are scored like the eval generations: test_bleu, test_chrf, ... (`predict_metrics`)."""
+        from tasks.metrics.generation import generation_metrics
+
         prompts, references = dataset["prompt"][:], dataset["reference"][:]  # whole columns at once
+        start = time.perf_counter()
         outs = generate(trainer.model, tokenizer, prompts, self.cfg.generation,
                         trainer.args.per_device_eval_batch_size, synced_gpus=model_is_sharded(trainer.args),
                         quiet=trainer.args.disable_tqdm or not trainer.is_world_process_zero())
-        return [{"prompt": p, "completion": c, **({"reference": r} if r is not None else {})}
-                for p, r, (c, _) in zip(prompts, references, outs)]
+        runtime = time.perf_counter() - start
+        scored = [(c, r, n) for r, (c, n, _) in zip(references, outs) if r is not None]
+        self.predict_metrics = {}
+        if scored:
+            metrics = generation_metrics([c for c, _, _ in scored], [r for _, r, _ in scored], [n for _, _, n in scored])
+            metrics.update(scored_rows=len(scored), runtime=round(runtime, 4),
+                           samples_per_second=round(len(outs) / max(runtime, 1e-9), 3))
+            self.predict_metrics = {f"test_{k}": v for k, v in metrics.items()}
+            if len(scored) < len(outs):
+                log.info("predict: %d of %d rows carry a reference and are scored", len(scored), len(outs))
+        return [{"prompt": p, "completion": c, **({"reference": r} if r is not None else {}),
+                 "generated_tokens": n, "stop": stop}
+                for p, r, (c, n, stop) in zip(prompts, references, outs)]

@@ -19,6 +19,7 @@ class Task:
 
     def __init__(self, cfg):
         self.cfg = cfg
+        self.stats: dict = {}  # split -> counts of what loading and encoding kept, skipped or cut
 
     # -- loading -------------------------------------------------------------
     def load(self, mode: str, predict_input: str | None = None) -> dict:

@@ -38,6 +38,8 @@ PREDICT_COLUMNS = {"text": ["text"], "prompt_completion": ["prompt"], "messages"
 DEFAULT_LOSS_ON = {"text": "all", "prompt_completion": "completion", "messages": "assistant",
                    "sharegpt": "assistant", "alpaca": "assistant"}
 ROLES = ("system", "user", "assistant", "tool")
+REFERENCE = "reference"  # a predict row's expected answer, scored against the completion (else the final
+#                          assistant turn of a conversation, or a prompt_completion row's completion)
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "system": "system", "tool": "tool", "function_call": "assistant", "observation": "tool"}
 
@@ -51,6 +53,16 @@ CHATML_TEMPLATE = (
     "{%- endfor -%}"
     "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\n' -}}{%- endif -%}"
 )
+
+
+END_OF_TURN = ("<|im_end|>", "<|eot_id|>")  # ChatML, Llama 3: the tokens that end a reply besides eos
+
+
+def end_of_turn_ids(tokenizer) -> list[int]:
+    """The ids a reply ends with: eos and the end-of-turn tokens the vocabulary has (generation stops there)."""
+    vocab = tokenizer.get_vocab()
+    ids = [tokenizer.eos_token_id] + [tokenizer.convert_tokens_to_ids(t) for t in END_OF_TURN if t in vocab]
+    return [i for i in dict.fromkeys(ids) if i is not None]
 
 
 def detect_format(cols) -> str | None:
@@ -78,6 +90,16 @@ def data_format(cfg, cols, key: str = "data") -> str:
                         f"({', '.join(sorted(set(cols) - {io.LINE}))}); expected one of: "
                         + "; ".join(f"{f} ({', '.join(c)})" for f, c in COLUMNS.items()))
     return fmt
+
+
+def predict_format(cfg, cols) -> str:
+    """The format of predict rows: data.format names the training data's; rows of another format (plain
+    prompts for a model trained on messages, a .txt file of prompts) are read by their own columns."""
+    fmt = cfg.data.format
+    if fmt in PREDICT_COLUMNS and set(PREDICT_COLUMNS[fmt]) <= set(cols):
+        return fmt
+    found = detect_format(cols)
+    return found if found is not None else data_format(cfg, cols, "--input")
 
 
 def required_columns(cfg, cols, split) -> list[str]:
@@ -234,7 +256,7 @@ class InstructionTask(Task):
         self.chat = False  # training rows rendered with the chat template (tasks/trained_chat.py)
 
     def check(self, ds, key, spec) -> None:
-        fmt = data_format(self.cfg, ds.column_names, key)
+        fmt = predict_format(self.cfg, ds.column_names) if key == "predict" else data_format(self.cfg, ds.column_names, key)
         if self.format is not None and fmt != self.format and key != "predict":
             raise DataError(f"{key}: {spec}: data format {fmt} differs from the training data's {self.format}; "
                             "use one format (or set data.format)")
@@ -261,6 +283,9 @@ class InstructionTask(Task):
             if fmt == "text" and not row["text"].strip():
                 raise DataError(f"{where(spec, row)}: column 'text' is empty")
 
+    def line_column(self) -> str:
+        return "prompt"  # `predict --input prompts.txt`: one user prompt a line (tasks/trained_chat.py renders it)
+
     def texts_for_tokenizer(self, ds):
         fmt = self.format
         for row in io.iter_rows(ds):
@@ -279,8 +304,9 @@ class InstructionTask(Task):
                 log.info("added ChatML tokens %s to the tokenizer (it had no chat template)", missing)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        self.loss_on = loss_on(self.cfg, self.format)
-        log.info("sft data: format %s, loss on %s", self.format, self.loss_on)
+        # predict trains nothing: its rows' format (plain prompts, say) need not fit sft.loss_on
+        self.loss_on = loss_on(self.cfg, self.format) if "predict" not in splits else "all"
+        log.info("sft data: format %s%s", self.format, "" if "predict" in splits else f", loss on {self.loss_on}")
 
     def save(self, output_dir: str) -> None:
         from .trained_chat import save
@@ -417,11 +443,16 @@ class InstructionTask(Task):
             from .trained_chat import as_user_turn, trained_on_chat
 
             chat = self.format == "prompt_completion" and trained_on_chat(self.cfg, detect_format)
-            rows = [self.render_row(as_user_turn(r) if chat and isinstance(r["prompt"], str) else r, tokenizer, spec)
-                    for r in io.iter_rows(ds)]
-            if any(p is None for _, _, p, _ in rows):
-                raise DataError(f"{key}: predict needs prompts; plain text rows have none")
-            return datasets.Dataset.from_dict({"prompt": [r[2] for r in rows], "reference": [r[3] for r in rows]})
+            prompts, references = [], []
+            for r in io.iter_rows(ds):
+                _, _, prompt, ref = self.render_row(as_user_turn(r) if chat and isinstance(r["prompt"], str) else r,
+                                                    tokenizer, spec)
+                prompts.append(prompt)
+                references.append(r[REFERENCE] if isinstance(r.get(REFERENCE), str) else ref)
+            if any(p is None for p in prompts):
+                raise DataError(f"{key}: predict needs prompts; plain text rows have none (give a .txt file, one "
+                                "prompt a line, or rows with prompt or messages)")
+            return datasets.Dataset.from_dict({"prompt": prompts, "reference": references})
         max_len, overlong = self.cfg.sft.max_length, self.cfg.sft.overlong
         columns, gen_rows = {"input_ids": [], "labels": []}, []
         empty, counts = [], {"truncated": 0, "dropped": 0, "emptied": 0, "empty_reply": 0, "empty_reply_lines": []}

@@ -148,6 +148,7 @@ class Seq2SeqTask(Task):
                         len(sources), _where(spec, shown, "lines"))
         if not keep:
             raise DataError(f"{key}: {spec}: every pair has an empty source or target")
+        self.stats[split] = {"rows": len(sources), "skipped_empty": len(skipped)}
         return datasets.Dataset.from_dict({"source": [sources[i] for i in keep],
                                            "target": [targets[i] for i in keep],
                                            io.LINE: [lines[i] for i in keep]})
@@ -174,6 +175,7 @@ class Seq2SeqTask(Task):
         sources = [d.source_prefix + s for s in raw_sources]
         columns = {}
         ids, n_cut = _tokenize(tokenizer, sources, d.max_source_length, target=False)
+        src_cut = n_cut
         columns["input_ids"] = ids  # no attention_mask column: all ones, built by the collator from lengths
         msg = [f"{n_cut} of {len(ids)} sources to data.max_source_length={d.max_source_length}"]
         targets = io.values(ds, "target")
@@ -183,6 +185,8 @@ class Seq2SeqTask(Task):
             columns["labels"] = labels
             msg.append(f"{t_cut} of {len(labels)} targets to data.max_target_length={d.max_target_length}")
             n_cut += t_cut
+        self.stats.setdefault(split, {"rows": len(ids)}).update(truncated_sources=src_cut,
+                                                                truncated_targets=n_cut - src_cut)
         if n_cut:
             log.warning("%s: truncated %s tokens", key, " and ".join(msg))
         columns[SOURCE_TEXT] = raw_sources

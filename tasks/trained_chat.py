@@ -43,8 +43,12 @@ def trained_on_chat(cfg, detect_format) -> bool:
 
 
 def as_user_turn(row: dict) -> dict:
-    """A plain-prompt row as a one-turn conversation (a `system` column becomes the system turn)."""
+    """A plain-prompt row as a one-turn conversation (a `system` column becomes the system turn); a plain
+    completion, the reference answer, becomes its assistant turn."""
     turns = [{"role": "user", "content": row["prompt"]}]
     if row.get("system"):
         turns.insert(0, {"role": "system", "content": row["system"]})
-    return {**row, "prompt": turns}
+    completion = row.get("completion")
+    if isinstance(completion, str):
+        completion = [{"role": "assistant", "content": completion}]
+    return {**row, "prompt": turns, "completion": completion}

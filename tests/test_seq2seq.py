@@ -139,7 +139,9 @@ def test_predict_real_generation_and_eval_command(t5_run):
     out = tmp / "out2.jsonl"
     assert cli.run(["predict", path, "--input", inp, "--output", str(out), "--quiet"]) == 0
     preds = read_jsonl(out)
-    assert len(preds) == 5 and all(set(p) == {"prediction"} for p in preds)
+    assert len(preds) == 5 and all(set(p) == {"prediction", "generated_tokens", "stop"} for p in preds)
+    limit = 16  # generation.max_new_tokens of the run; issue 25, 7(d): why each row ended
+    assert all(p["stop"] == "eos" or (p["stop"] == "length" and p["generated_tokens"] == limit) for p in preds)
     results = json.loads((tmp / "run" / "results.json").read_text())
     assert "test_bleu" not in results and results["num_predictions"] == 5
     # rows with targets are scored too: results.json gets test_bleu, equal to sacreBLEU on the output

@@ -64,9 +64,9 @@ def test_final_eval_of_the_best_model_does_not_overwrite_the_last_steps_predicti
     written = {}
     real_write = Seq2SeqSuiteTrainer.write_predictions
 
-    def record(self, name, sources, references, hypotheses):
+    def record(self, name, sources, references, hypotheses, *generation):
         written.setdefault(name, []).append(list(hypotheses))
-        return real_write(self, name, sources, references, hypotheses)
+        return real_write(self, name, sources, references, hypotheses, *generation)
 
     monkeypatch.setattr(T5ForConditionalGeneration, "generate", weights_token)
     monkeypatch.setattr(Seq2SeqSuiteTrainer, "write_predictions", record)

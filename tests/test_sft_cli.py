@@ -31,7 +31,7 @@ def test_train_eval_predict_end_to_end(tmp_path, capsys):
         assert key in res, key
     with open(os.path.join(out, "eval_generations.jsonl")) as fh:
         gens = [json.loads(line) for line in fh]
-    assert len(gens) == 4 and {"prompt", "prediction", "reference"} <= set(gens[0])
+    assert len(gens) == 4 and {"prompt", "prediction", "reference", "generated_tokens", "stop"} <= set(gens[0])
     assert gens[0]["prompt"].endswith("<|im_start|>assistant\n")
 
     losses = {}
@@ -71,7 +71,7 @@ def test_generation_matches_unpadded_generation(tmp_path):
     together = generate(model, tok, prompts, gen, batch_size=2)
     alone = [generate(model, tok, [p], gen, batch_size=1)[0] for p in prompts]
     assert together == alone and tok.padding_side == "right"
-    assert any(n > 0 for _, n in together)
+    assert any(n > 0 for _, n, _ in together)
 
 
 def test_bad_row_exits_2_with_one_line_naming_file_and_line(tmp_path, capsys):

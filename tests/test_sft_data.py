@@ -202,3 +202,24 @@ def test_a_field_first_seen_after_the_first_record_is_kept(tmp_path, tokenizer):
     rows = [{"instruction": "red", "output": "cat"}, {"instruction": "blue", "input": "moon", "output": "dog"}]
     _, ds = _task(tmp_path, rows, tokenizer)
     assert "blue\n\nmoon" in tokenizer.decode(ds[1]["input_ids"])
+
+
+def test_chatml_labels_cover_each_reply_and_its_end_of_turn_but_not_the_newline(tmp_path, tokenizer):
+    """Issue 25: compared with trl on the real SmolLM2 template, our assistant-only labels hold each reply and
+    its <|im_end|>, and not the newline the template writes after it (trl trains that newline too)."""
+    _, ds = _task(tmp_path, [{"messages": CONV}] * 2, tokenizer)
+    ids, labels = ds[0]["input_ids"], ds[0]["labels"]
+    pieces = [tokenizer.decode([t]) for t in ids]
+    trained = [lab != -100 for lab in labels]
+    assert all(lab in (-100, t) for t, lab in zip(ids, labels))
+    spans, start = [], None  # runs of trained tokens, as text
+    for i, on in enumerate([*trained, False]):
+        if on and start is None:
+            start = i
+        elif not on and start is not None:
+            spans.append((start, i))
+            start = None
+    assert ["".join(pieces[s:e]).strip() for s, e in spans] == ["cat<|im_end|>", "dog<|im_end|>"]
+    for s, e in spans:
+        assert pieces[e - 1] == "<|im_end|>" and "".join(pieces[:s]).endswith("assistant\n")
+        assert e == len(ids) or pieces[e] == "\n"  # the newline after the end of turn: not trained

@@ -111,3 +111,52 @@ def test_merge_refuses_a_non_empty_output_before_loading(tmp_path, capsys):
 def test_merge_of_a_non_adapter_dir_fails_clearly(tmp_path, capsys):
     assert run(["merge", str(tmp_path), "--output", str(tmp_path / "m")]) == 2
     assert "no adapter_config.json" in capsys.readouterr().err
+
+
+def test_a_4bit_model_counts_its_logical_parameters(base_dir):
+    """Issue 25, 7(c): bitsandbytes stores a 4-bit weight packed, two values a byte; params_total counts
+    the elements it stands for (its quant_state keeps the shape), as the unquantized model does."""
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    from suites.modeling import parameter_counts
+
+    plain = AutoModelForCausalLM.from_pretrained(base_dir)
+    q4 = AutoModelForCausalLM.from_pretrained(base_dir, quantization_config=BitsAndBytesConfig(load_in_4bit=True))
+    assert any(type(p).__name__ == "Params4bit" for p in q4.parameters())  # really packed
+    assert sum(p.numel() for p in q4.parameters()) < parameter_counts(plain)["params_total"]
+    assert parameter_counts(q4)["params_total"] == parameter_counts(plain)["params_total"]
+
+
+def test_eval_and_predict_of_a_base_model_add_no_fresh_adapter(tmp_path, base_dir):
+    """Issue 25, 7(e): the LoRA training config, used to evaluate or predict with a base (or merged) model,
+    does not wrap it in a new untrained adapter; a LoRA run's folder still brings its own adapter."""
+    from peft import PeftModel
+
+    from suites import config
+    from suites.run import runner
+
+    lora = {"peft": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}}
+    raw = sft_config(tmp_path, chat_rows(16), chat_rows(4, 1), **lora)
+    raw["model"], raw["tokenizer"] = {"name_or_path": base_dir}, {}
+    path = write_yaml(tmp_path / "cfg.yaml", raw)
+    trainer = runner.build(config.load(path, []), "eval")[3]
+    assert not isinstance(trainer.model, PeftModel)
+    assert isinstance(runner.build(config.load(path, []), "train")[3].model, PeftModel)  # training: the adapter
+    run_dir, _ = _train(tmp_path, base_dir, **lora)
+    trainer = runner.build(config.load(path, [f"model.name_or_path={run_dir['output_dir']}"]), "eval")[3]
+    assert isinstance(trainer.model, PeftModel)
+
+
+def test_qlora_is_not_said_to_need_a_cuda_gpu():
+    """Issue 25, 7(f): bitsandbytes 4-bit runs on the CPU too (the 4-bit test above trains there); the starter
+    config and the docs say so."""
+    from pathlib import Path
+
+    from suites.run import starter
+
+    line = next(x for x in starter.render("sft").splitlines() if "quantization:" in x)
+    assert "CUDA" not in line and "CPU" in line
+    root = Path(__file__).resolve().parents[1]
+    for doc in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        for x in doc.read_text(encoding="utf-8").splitlines():
+            assert not ("QLoRA" in x and ("needs a CUDA" in x or "CUDA GPU" in x)), (doc.name, x)

@@ -7,6 +7,8 @@ import json
 import os
 
 T5_FAMILY = ("t5", "mt5", "umt5", "longt5", "byt5", "switch_transformers")
+# Architectures whose decoder starts from the pad token; the others (BART-like) start from </s>.
+PAD_STARTS = (*T5_FAMILY, "marian", "pegasus", "pegasus_x")
 
 
 def _json_field(path: str, key: str):

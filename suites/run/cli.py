@@ -3,6 +3,7 @@
     trainsuite train   CONFIG.yaml [dotted.key=value ...] [--overwrite] [--resume [CHECKPOINT]]
     trainsuite eval    CONFIG.yaml [dotted.key=value ...]
     trainsuite predict CONFIG.yaml --input FILE --output FILE [dotted.key=value ...]
+    trainsuite inspect CONFIG.yaml [--rows N] [dotted.key=value ...]
     trainsuite report  RUN_DIR [RUN_DIR ...] [--output FILE]
     trainsuite init    {classification,seq2seq,sft} [--output FILE]
 
@@ -29,6 +30,7 @@ EPILOG = """examples:
   trainsuite train configs/demo.yaml train.learning_rate=3e-5 data.max_train_samples=200
   trainsuite eval configs/demo.yaml model.name_or_path=runs/demo
   trainsuite predict configs/demo.yaml model.name_or_path=runs/demo --input rows.jsonl --output preds.jsonl
+  trainsuite inspect configs/demo.yaml --rows 5      # the first examples as the model sees them, data counts
   trainsuite report runs/demo                      # rebuild runs/demo/report.html
   trainsuite report runs/a runs/b --output ab.html # compare runs on one page
   trainsuite init classification --output my.yaml  # a commented starter config
@@ -63,8 +65,11 @@ def parser() -> argparse.ArgumentParser:
         "write the metrics to OUTPUT_DIR/eval_results.json")
     pr = add("predict", "write one JSON line of predictions per input row")
     pr.add_argument("--input", required=True, help="rows to predict (jsonl, csv, tsv, json, parquet), or a plain text file (.txt or no "
-                    "table extension, e.g. test.en): one input a line (seq2seq, classification)")
+                    "table extension, e.g. test.en): one input a line (a source, a text, an SFT user prompt)")
     pr.add_argument("--output", required=True, help="where to write the predictions (JSONL)")
+    ins = add("inspect", "print the first training examples as the model sees them (SFT: trained tokens "
+              "in green on a terminal, between [[ and ]] when piped) and counts over the data; loads no model")
+    ins.add_argument("--rows", type=int, default=3, metavar="N", help="examples to print (default 3)")
     help_ = "merge a LoRA run's adapter into its base model (a standalone model)"
     mg = sub.add_parser("merge", help=help_, description=help_)
     mg.add_argument("run_dir", help="run output_dir holding adapter_config.json")
@@ -141,6 +146,8 @@ def run(argv=None) -> int:
         if args.command == "predict" and not os.path.isfile(args.input):
             raise UserError(f"--input: file not found: {args.input}")
         _setup_logging(args.quiet)
+        if args.command == "inspect":
+            return _inspect(cfg, args)
         if getattr(cfg, "inference_note", None):
             logging.getLogger("trainsuite").info("%s", cfg.inference_note)
         from . import lock, runner
@@ -160,6 +167,22 @@ def run(argv=None) -> int:
         return exc.exit_code
     if int(os.environ.get("RANK", "0")) == 0:
         _print_results(results)
+    return 0
+
+
+def _inspect(cfg, args) -> int:
+    from .inspect import inspect
+
+    color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")  # piped: plain [[ ]] markers
+    with _stdout_to_stderr(args.quiet):
+        text = inspect(cfg, args.rows, color)
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `trainsuite inspect c.yaml | head`: as for the result JSON below
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
     return 0
 
 

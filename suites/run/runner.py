@@ -19,7 +19,7 @@ from ..base import training_arguments
 from ..callbacks import early_stopping, log_frequency
 from ..errors import MISTAKES, UserError
 from ..family import family_for
-from ..modeling import load_tokenizer, parameter_counts
+from ..modeling import is_adapter_dir, load_tokenizer, parameter_counts
 from ..outputs import report, tracking
 from . import lock, signals
 from .resume import resolve_resume
@@ -61,10 +61,21 @@ def _inference_model(cfg) -> None:
     cfg.tokenizer.train_from_data = False
 
 
+def _no_new_adapter(cfg) -> None:
+    """eval/predict: a `peft:` block says how to train an adapter. A LoRA run's folder brings its own
+    (adapter_config.json); a base or merged model would get a fresh, untrained one: the same outputs,
+    only slower. So the block applies to adapter runs alone."""
+    if cfg.peft is not None and not is_adapter_dir(cfg.model.name_or_path):
+        log.info("%s is no adapter run (no adapter_config.json): the peft block is not applied for %s",
+                 cfg.model.name_or_path, "evaluation or prediction")
+        cfg.peft = None
+
+
 def build(cfg, mode: str, predict_input: str | None = None):
     """(family, task, tokenizer, trainer, raw splits) for a command."""
     if mode != "train":
         _inference_model(cfg)
+        _no_new_adapter(cfg)
     phase = phase_timings.current.phase
     family = family_for(cfg)
     transformers.set_seed(cfg.seed)

@@ -110,7 +110,7 @@ peft:                                # LoRA; delete this block for a full fine-t
   alpha: 32
   dropout: 0.05
   target_modules: all-linear
-# quantization: {{bits: 4}}           # QLoRA: 4-bit base weights (needs the peft block, a CUDA GPU)
+# quantization: {{bits: 4}}           # QLoRA: 4-bit base weights (needs the peft block; GPU or CPU)
 
 generation:
   max_new_tokens: 256
