@@ -1,10 +1,11 @@
 """Resume: a finished run is never trained past its end (also after a SIGKILL during the final
-evaluation) (issue 21, item 1)."""
+evaluation), and a checkpoint damaged after its save is never loaded (issue 21, items 1 and 5)."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import time
 
 import pytest
 
+from suites import checkpoint_manifest, checkpoints
 from suites.run.cli import run
 from tests.conftest import write_yaml
 from tests.test_reliability import REPO, assert_same_weights, exact_config, step_losses, weights
@@ -123,3 +125,97 @@ def test_sigkill_in_final_evaluation_then_resume_completes_without_extra_steps(t
         assert done[key] == whole[key], key
     assert done["eval_loss"] == pytest.approx(whole["eval_loss"], rel=1e-4)
     assert_same_weights(full, out)
+
+
+# ---------------------------------------------------------------- damaged checkpoints
+
+
+def _truncate(path):
+    with open(path, "r+b") as fh:
+        fh.truncate(os.path.getsize(path) // 2)
+
+
+def _flip_bytes(path):  # same size, other contents
+    size = os.path.getsize(path)
+    with open(path, "r+b") as fh:
+        fh.seek(size - 16)
+        tail = fh.read(8)
+        fh.seek(size - 16)
+        fh.write(bytes(b ^ 0xFF for b in tail))
+
+
+DAMAGE = {"truncated": ("model.safetensors", _truncate), "bytes_flipped": ("model.safetensors", _flip_bytes),
+          "deleted": ("optimizer.pt", os.remove)}
+
+
+@pytest.mark.parametrize("kind", sorted(DAMAGE))
+def test_damaged_checkpoint_is_never_loaded(tmp_path, cls_config, kind, capsys, caplog):
+    name, damage = DAMAGE[kind]
+    out = tmp_path / "r"
+    cfg = write_yaml(tmp_path / "c.yaml", exact_config(cls_config, out, max_steps=4, save_steps=2))
+    assert run(["train", cfg]) == 0
+    full = tmp_path / "full"
+    shutil.copytree(out, full)  # the uninterrupted run, for the weights
+    newest, older = out / "checkpoint-4", out / "checkpoint-2"
+    assert checkpoint_manifest.problem(str(newest)) is None
+    saved_older = tmp_path / "older"
+    shutil.copytree(older, saved_older)
+    damage(str(newest / name))
+    capsys.readouterr()
+
+    # --resume PATH to the damaged checkpoint: exit 2, the file named
+    assert run(["train", cfg, "--resume", str(newest)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"error: --resume: {newest} is damaged: {newest / name} ")
+
+    # no intact checkpoint at all: exit 2, the file named
+    damage(str(older / name))
+    assert run(["train", cfg, "--resume"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"error: --resume: no intact checkpoint in {out}: {newest / name} ")
+
+    # plain --resume falls back to the previous intact checkpoint, with one warning naming the file
+    shutil.rmtree(older)
+    shutil.copytree(saved_older, older)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="trainsuite"):
+        assert run(["train", cfg, "--resume"]) == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and warnings[0].startswith(f"skipping {newest}: damaged: {newest / name} ")
+    assert trained_state(out)["global_step"] == 4 and checkpoint_names(out) == ["checkpoint-2", "checkpoint-4"]
+    assert checkpoint_manifest.problem(str(newest)) is None  # steps 3-4 trained again and saved whole
+    assert_same_weights(full, out)
+    assert step_losses(out) == pytest.approx(step_losses(full), rel=1e-5)
+
+
+def test_manifest_lists_every_file_and_stays_in_the_checkpoint(tmp_path, cls_config):
+    """Written last, naming every file with its size; never linked into output_dir with the final
+    model; rotation keeps counting checkpoints; a checkpoint without one (older versions) resumes."""
+    out = tmp_path / "r"
+    cfg = write_yaml(tmp_path / "c.yaml", exact_config(cls_config, out, max_steps=6, save_steps=2,
+                                                       save_total_limit=2))
+    assert run(["train", cfg]) == 0
+    assert checkpoint_names(out) == ["checkpoint-4", "checkpoint-6"]
+    assert checkpoint_manifest.MANIFEST_FILE not in os.listdir(out)
+    ckpt = out / "checkpoint-6"
+    with open(ckpt / checkpoint_manifest.MANIFEST_FILE) as fh:
+        files = json.load(fh)["files"]
+    on_disk = sorted(n for n in os.listdir(ckpt) if n != checkpoint_manifest.MANIFEST_FILE)
+    assert sorted(files) == on_disk and "trainer_state.json" in files and "model.safetensors" in files
+    assert all(files[n]["size"] == os.path.getsize(ckpt / n) for n in files)
+
+    (ckpt / checkpoint_manifest.MANIFEST_FILE).unlink()  # as a checkpoint of an older version
+    assert checkpoints.latest_intact_checkpoint(str(out)) == (str(ckpt), None)
+    assert run(["train", cfg, "train.max_steps=8", "--resume"]) == 0
+    assert checkpoint_names(out) == ["checkpoint-6", "checkpoint-8"]
+    assert checkpoint_manifest.problem(str(out / "checkpoint-8")) is None
+
+
+def test_unreadable_manifest_is_damage(tmp_path):
+    ckpt = tmp_path / "checkpoint-2"
+    ckpt.mkdir()
+    (ckpt / "trainer_state.json").write_text("{}")
+    checkpoint_manifest.write(str(ckpt))
+    assert checkpoint_manifest.problem(str(ckpt)) is None
+    (ckpt / checkpoint_manifest.MANIFEST_FILE).write_text('{"files": {"trainer_st')
+    assert checkpoint_manifest.problem(str(ckpt)) == f"{ckpt / checkpoint_manifest.MANIFEST_FILE} is unreadable"
