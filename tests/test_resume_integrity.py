@@ -63,6 +63,11 @@ def test_resuming_a_finished_run_trains_nothing(tmp_path, cls_config, end, caplo
         assert now["train_runtime"] > 0 and now["train_steps_per_second"] > 0
         # the checkpoint's history, with no summary row of a session of 0 steps (train_loss 0)
         assert not [r for r in trained_state(out)["log_history"] if "train_runtime" in r]
+    # a checkpoint of an older version (no record of the run so far): no train_loss rather than 0
+    os.remove(out / names[-1] / "trainsuite_totals.json")
+    os.remove(out / names[-1] / "trainsuite_manifest.json")
+    assert run(["train", cfg, *end, "--resume"]) == 0
+    assert "train_loss" not in results(out) and results(out)["epoch"] == first["epoch"]
 
 
 # ---------------------------------------------------------------- SIGKILL after the last checkpoint
