@@ -9,7 +9,8 @@ The layers, lowest first (tests/test_layers.py keeps every import pointing down)
 - suites/ itself, the trainers: base.py (SuiteTrainer, what every family shares), one module per family
   (classification.py, seq2seq.py, sft.py), family.py (a family's recipe), losses.py, generation.py
   (batched, process-split generation), modeling.py (models, tokenizers, LoRA, quantization), sft_speed.py
-  (attention and speed defaults); saving: checkpoints.py (atomic checkpoints), final_eval.py (the final
+  (attention and speed defaults); saving: checkpoints.py (atomic checkpoints), checkpoint_manifest.py
+  (sizes and hashes checked before a resume), final_eval.py (the final
   save and evaluation without repeating the last step's), best_checkpoint.py, run_totals.py (results of
   a resumed run), file_modes.py; processes: distributed.py, fsdp_cpu.py, fsdp_wrap.py; phase_timings.py.
 - suites/run/: the command line, the runner, the launcher, signals and resume.

@@ -8,6 +8,7 @@ prediction step and its metrics.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -16,7 +17,7 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from .callbacks import find_callback
-from .callbacks.early_stopping import early_stopping_callbacks
+from .callbacks.early_stopping import EarlyStopping, early_stopping_callbacks
 from .callbacks.nonfinite import NonFiniteGuard
 from .callbacks.throughput import PauseClock, count_samples, count_tokens, peak_memory
 from .checkpoints import save_checkpoint_atomically
@@ -24,6 +25,9 @@ from .errors import UserError
 from .fsdp_cpu import fsdp_on_cpu_processes
 from .fsdp_wrap import fix_fsdp_wrapping
 from . import phase_timings
+
+log = logging.getLogger("trainsuite")
+
 
 def pick_precision(train: dict) -> dict:
     """bf16 where the hardware supports it, fp32 otherwise; an explicit choice wins."""
@@ -133,6 +137,35 @@ class SuiteTrainer(Trainer):
         save_checkpoint_atomically(self, super()._save_checkpoint, model, trial)
         phase_timings.current.event("checkpoint_saves", time.perf_counter() - start)  # start_run() replaces it
 
+    # -- resume --------------------------------------------------------------
+    def set_initial_training_values(self, args, dataloader):
+        values = super().set_initial_training_values(args, dataloader)
+        self.schedule_samples = values[3]  # num_train_samples: what the whole schedule trains on
+        return values
+
+    def _run_epoch(self, *args, **kwargs):
+        # transformers looks for the end of training only after an optimizer step: resumed from the
+        # last checkpoint of a run that ended inside an epoch, it trained past the end (one step past
+        # max_steps; up to the next evaluation after early stopping)
+        if self._resumed_at_the_end():
+            self.control.should_training_stop = True
+            return
+        super()._run_epoch(*args, **kwargs)
+
+    def _resumed_at_the_end(self) -> bool:
+        state = self.state
+        if state.global_step >= state.max_steps:
+            log.info("resume: the checkpoint is at step %d of %d, the end of the run: nothing left to train",
+                     state.global_step, state.max_steps)
+            return True
+        stopper = find_callback(self, EarlyStopping)
+        untrained_resume = state.global_step > 0 and state.global_step == self._initial_global_step
+        if untrained_resume and stopper is not None and stopper.ended_the_run(self.args, state):
+            log.info("resume: early stopping ended the run at step %d, the checkpoint's: nothing left to train",
+                     state.global_step)
+            return True
+        return False
+
     # -- data order (also in distributed runs) --------------------------------
     def _get_train_sampler(self, train_dataset=None):
         sampler = super()._get_train_sampler(train_dataset)
@@ -170,6 +203,11 @@ class SuiteTrainer(Trainer):
 
     # -- logging -------------------------------------------------------------
     def log(self, logs: dict, start_time: float | None = None) -> None:
+        if "train_runtime" in logs and self.state.global_step == getattr(self, "_initial_global_step", -1):
+            # the summary of a resumed session that trained nothing (loss 0 of 0 steps): no row;
+            # the epoch that Trainer.log adds to these metrics still goes to results.json
+            logs["epoch"] = self.state.epoch
+            return
         if "loss" in logs:  # a training log line
             logs.update(self._throughput())
         super().log(logs, start_time) if start_time is not None else super().log(logs)

@@ -2,7 +2,8 @@
 
 `save_checkpoint_atomically`: the trainer writes `.partial-checkpoint-N/checkpoint-N`, then renames it
 to `checkpoint-N`; a kill during a save leaves only a `.partial-*` folder, which resume reports and
-skips.
+skips. Its last file, a manifest of sizes and hashes (checkpoint_manifest.py), finds a file damaged
+after the save.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import logging
 import os
 import re
 import shutil
+
+from . import checkpoint_manifest
 
 log = logging.getLogger("trainsuite")
 
@@ -47,6 +50,7 @@ def save_checkpoint_atomically(trainer, save, model, trial) -> None:
 
         record(trainer, os.path.join(staging, name))  # the run so far, for the results of a resumed run
         state.save_to_json(os.path.join(staging, name, "trainer_state.json"))
+        checkpoint_manifest.write(os.path.join(staging, name))  # sizes and hashes, checked at resume
         if os.path.isdir(final):
             shutil.rmtree(final)
         os.replace(os.path.join(staging, name), final)
@@ -68,10 +72,11 @@ def checkpoint_is_complete(path: str) -> bool:
         return False
 
 
-def latest_checkpoint(output_dir: str, quiet: bool = False) -> str | None:
-    """The newest complete checkpoint-N in output_dir; incomplete ones are reported and skipped."""
+def complete_checkpoints(output_dir: str, quiet: bool = False):
+    """The complete checkpoint-N folders of output_dir, newest first; incomplete ones are reported
+    and skipped."""
     if not os.path.isdir(output_dir):
-        return None
+        return
     names = os.listdir(output_dir)
     for n in sorted(names):
         if n.startswith(PARTIAL_PREFIX) and not quiet:
@@ -81,7 +86,24 @@ def latest_checkpoint(output_dir: str, quiet: bool = False) -> str | None:
     for _, n in steps:
         path = os.path.join(output_dir, n)
         if checkpoint_is_complete(path):
-            return path
-        if not quiet:
+            yield path
+        elif not quiet:
             log.warning("skipping %s: incomplete checkpoint (no readable trainer_state.json)", path)
-    return None
+
+
+def latest_checkpoint(output_dir: str, quiet: bool = False) -> str | None:
+    """The newest complete checkpoint-N in output_dir (not checked against its manifest)."""
+    return next(complete_checkpoints(output_dir, quiet), None)
+
+
+def latest_intact_checkpoint(output_dir: str) -> tuple[str | None, str | None]:
+    """(the newest complete checkpoint whose files match its manifest, the first damage seen on the
+    way). Each damaged one is skipped with a warning naming the file."""
+    damage = None
+    for path in complete_checkpoints(output_dir):
+        found = checkpoint_manifest.problem(path)
+        if found is None:
+            return path, damage
+        log.warning("skipping %s: damaged: %s", path, found)
+        damage = damage or found
+    return None, damage

@@ -14,6 +14,8 @@ import logging
 import os
 import shutil
 
+from .checkpoint_manifest import MANIFEST_FILE
+
 log = logging.getLogger("trainsuite")
 
 # what a checkpoint holds besides the model files that save_model writes
@@ -67,7 +69,7 @@ def save_final_model(trainer) -> None:
         trainer.save_model()
         return
     names = [n for n in os.listdir(ckpt) if os.path.isfile(os.path.join(ckpt, n))
-             and n not in TRAINING_STATE and not n.startswith("rng_state")]
+             and n not in TRAINING_STATE and n != MANIFEST_FILE and not n.startswith("rng_state")]
     if not any(n.endswith((".safetensors", ".bin")) and n != "training_args.bin" for n in names):
         trainer.save_model()  # a checkpoint without weights (a custom save): save them properly
         return

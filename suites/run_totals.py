@@ -65,13 +65,19 @@ def whole_run(trainer, metrics: dict, session_runtime_s: float) -> tuple[dict, d
     """(metrics, extra results) over every session of the run, from this session's train() metrics."""
     totals = getattr(trainer, "_suite_totals", None)
     parts = [round(session_runtime_s, 3)]
+    steps = trainer.state.global_step
     if totals is None or not totals.resumed:
+        if steps == getattr(trainer, "_initial_global_step", 0) and steps > 0:
+            # resumed at the end, from a checkpoint without totals: no loss or speed to report
+            metrics = {k: v for k, v in metrics.items() if k == "epoch" or not k.startswith("train_")}
         return metrics, {"train_runtime_s": parts[0], "train_runtime_s_sessions": parts}
     prev = totals.previous
-    parts = [*prev["runtime_s_sessions"], parts[0]]
     out = dict(metrics)
-    steps = trainer.state.global_step
     session_steps = steps - prev["global_step"]
+    if session_steps <= 0:  # resumed at the end of the run: the sessions before trained it all
+        parts = list(prev["runtime_s_sessions"])
+    else:
+        parts = [*prev["runtime_s_sessions"], parts[0]]
     if steps > 0:
         out["train_loss"] = (prev["train_loss_sum"] + trainer._total_loss_scalar) / steps
     # transformers' speed metrics of this session, rescaled to the whole run
@@ -79,6 +85,10 @@ def whole_run(trainer, metrics: dict, session_runtime_s: float) -> tuple[dict, d
     if session_runtime and session_steps > 0:
         runtime = sum(prev["runtime_s_sessions"]) + session_runtime
         samples = metrics.get("train_samples_per_second", 0.0) * session_runtime * steps / session_steps
+    else:
+        runtime = sum(parts)
+        samples = getattr(trainer, "schedule_samples", 0) * steps / max(trainer.state.max_steps, 1)
+    if runtime > 0:
         out.update(train_runtime=round(runtime, 4), train_samples_per_second=round(samples / runtime, 3),
                    train_steps_per_second=round(steps / runtime, 3))
     return out, {"train_runtime_s": round(sum(parts), 3), "train_runtime_s_sessions": parts}

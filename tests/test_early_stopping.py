@@ -63,6 +63,15 @@ def test_stops_after_patience_and_resume_stops_at_the_same_step(tmp_path, cls_co
     resumed = runner.train(cfg, resume=os.path.join(out, "checkpoint-4"))
     assert resumed["early_stopped_at_step"] == 6
 
+    # resumed from checkpoint-6, where early stopping ended the run (say, killed in the final
+    # evaluation): nothing more is trained, not even up to the next evaluation (issue 21)
+    _, cfg = _early(tmp_path, cls_config, name="c3.yaml")
+    again = runner.train(cfg, resume=True)
+    assert again["early_stopped_at_step"] == 6 and again["eval_loss"] == resumed["eval_loss"]
+    with open(os.path.join(out, "trainer_state.json")) as fh:
+        assert json.load(fh)["global_step"] == 6
+    assert max(int(n.split("-")[1]) for n in os.listdir(out) if n.startswith("checkpoint-")) == 6
+
 
 def test_unreported_metric_is_named(tmp_path, cls_config):
     c, _ = _early(tmp_path, cls_config)

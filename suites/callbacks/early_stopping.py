@@ -42,6 +42,26 @@ class EarlyStopping(TrainerCallback):
         self.threshold = threshold
         self.stopped_at_step = None
 
+    def _history(self, args, state, now: float | None = None) -> tuple[list[tuple[int, float]], int, int]:
+        """((step, value) of each evaluation, evaluations without improvement, index of the best); `now`:
+        the value of this step's evaluation when the log history does not hold it yet."""
+        key = metric_key(args)
+        history = [(e["step"], float(e[key])) for e in state.log_history if key in e and "step" in e]
+        if now is not None and (not history or history[-1][0] != state.global_step):
+            history.append((state.global_step, now))
+        greater = args.greater_is_better if args.greater_is_better is not None else not key.endswith("loss")
+        waiting, best_at = evaluations_without_improvement([v for _, v in history], greater, self.threshold)
+        return history, waiting, best_at
+
+    def ended_the_run(self, args, state) -> bool:
+        """Whether this rule stopped the run at state's step (a checkpoint resumed from): its evaluation
+        there used up the patience. A resumed run would otherwise train on to the next evaluation."""
+        history, waiting, _ = self._history(args, state)
+        if history and history[-1][0] == state.global_step and waiting >= self.patience:
+            self.stopped_at_step = state.global_step
+            return True
+        return False
+
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         key = metric_key(args)
         if metrics is None or key not in metrics:
@@ -49,11 +69,7 @@ class EarlyStopping(TrainerCallback):
             raise UserError(f"early_stopping: the evaluation reports no '{key}' (train.metric_for_best_model); "
                             f"it reports: {found or 'nothing'}")
         # the log history holds this evaluation already (Trainer logs metrics before on_evaluate)
-        history = [(e["step"], float(e[key])) for e in state.log_history if key in e and "step" in e]
-        if not history or history[-1][0] != state.global_step:
-            history.append((state.global_step, float(metrics[key])))
-        greater = args.greater_is_better if args.greater_is_better is not None else not key.endswith("loss")
-        waiting, best_at = evaluations_without_improvement([v for _, v in history], greater, self.threshold)
+        history, waiting, best_at = self._history(args, state, now=float(metrics[key]))
         if waiting >= self.patience and state.global_step < state.max_steps:
             step, best = history[best_at]
             log.info("early stopping at step %d: %s has not improved by more than %g for %d evaluations "
