@@ -113,6 +113,7 @@ def run(argv=None) -> int:
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     from .signals import RunStopped  # imports transformers (and so bitsandbytes): after the line above
     from .. import config
+    from ..config import redact
 
     try:
         if args.command == "merge":
@@ -141,6 +142,7 @@ def run(argv=None) -> int:
         if args.command == "predict" and not os.path.isfile(args.input):
             raise UserError(f"--input: file not found: {args.input}")
         _setup_logging(args.quiet)
+        redact.install_log_filter(cfg.to_dict())  # no token or password in a log line
         if getattr(cfg, "inference_note", None):
             logging.getLogger("trainsuite").info("%s", cfg.inference_note)
         from . import lock, runner
@@ -153,10 +155,10 @@ def run(argv=None) -> int:
             else:
                 results = runner.predict(cfg, args.input, args.output)
     except MISTAKES as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact.scrub(exc)}", file=sys.stderr)
         return exc.exit_code
     except RunStopped as exc:
-        print(f"stopped: {exc}", file=sys.stderr)
+        print(f"stopped: {redact.scrub(exc)}", file=sys.stderr)
         return exc.exit_code
     if int(os.environ.get("RANK", "0")) == 0:
         _print_results(results)

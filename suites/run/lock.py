@@ -16,6 +16,7 @@ import os
 import sys
 import time
 
+from ..config.redact import redact_argv
 from ..errors import UserError
 
 LOCK_NAME = ".trainsuite.lock"
@@ -52,7 +53,7 @@ def _acquire(output_dir: str):
         except FileNotFoundError:
             pass
         os.close(fd)
-    command = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))
+    command = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(redact_argv(sys.argv)))
     os.ftruncate(fd, 0)
     os.write(fd, f"pid {os.getpid()}, since {time.strftime('%H:%M:%S')}: {command}"[:500].encode())
     return fd, path

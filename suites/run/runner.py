@@ -17,6 +17,7 @@ from tasks import io
 from .. import distributed, final_eval, phase_timings, run_totals
 from ..base import training_arguments
 from ..callbacks import early_stopping, log_frequency
+from ..config.redact import redact
 from ..errors import MISTAKES, UserError
 from ..family import family_for
 from ..modeling import load_tokenizer, parameter_counts
@@ -177,5 +178,5 @@ def _save_config(cfg) -> None:
 
     os.makedirs(cfg.output_dir, exist_ok=True)
     with open(os.path.join(cfg.output_dir, "run_config.yaml"), "w") as fh:
-        yaml.safe_dump(cfg.to_dict(), fh, sort_keys=False)
+        yaml.safe_dump(redact(cfg.to_dict()), fh, sort_keys=False)  # the run keeps the real values
 
