@@ -82,16 +82,3 @@ def hold(output_dir: str):
             with contextlib.suppress(OSError):
                 os.rmdir(real)
 
-
-def clear(output_dir: str) -> None:
-    """Empty output_dir for --overwrite, keeping the lock this run holds."""
-    import shutil
-
-    for name in os.listdir(output_dir):
-        if name == LOCK_NAME:
-            continue
-        path = os.path.join(output_dir, name)
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
-        else:
-            os.unlink(path)
