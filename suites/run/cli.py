@@ -55,7 +55,8 @@ def parser() -> argparse.ArgumentParser:
         return sp
 
     t = add("train", "train a model; evaluate on data.eval when given; write OUTPUT_DIR/results.json")
-    t.add_argument("--overwrite", action="store_true", help="replace a previous trainsuite run in output_dir (only the files a run writes are deleted)")
+    t.add_argument("--overwrite", action="store_true",
+                   help="replace a previous trainsuite run in output_dir (only the files a run writes are deleted)")
     t.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
                    help="continue from the latest (or the given) checkpoint in output_dir")
     add("eval", "evaluate model.name_or_path (a checkpoint dir works; for a model.from_config config, the "
