@@ -76,13 +76,16 @@ def test_overwrite_clears_the_runs_files_and_keeps_the_users(tmp_path, cls_confi
     (out / "analysis").mkdir()
     (out / "analysis" / "plot.py").write_text("print(1)\n")
     (out / "checkpoint-7").mkdir()  # a stale checkpoint of the earlier run: deleted
+    (out / "runs" / "other-run").mkdir(parents=True)  # not TensorBoard's: a user's runs/ folder stays
+    (out / "runs" / "other-run" / "results.json").write_text("{}")
     assert run(["train", cfg]) == 2
     assert "holds a previous run; pass --resume" in _error(capsys)
     assert run(["train", cfg, "--overwrite"]) == 0
     left = sorted(os.listdir(out))
     assert "notes.txt" in left and (out / "analysis" / "plot.py").read_text() == "print(1)\n"
     assert "checkpoint-7" not in left and "checkpoint-1" in left and run_dir.MARKER in left
-    assert [n for n in left if n not in run_dir.run_entries(out)] == ["analysis", "notes.txt"]
+    assert (out / "runs" / "other-run" / "results.json").read_text() == "{}"
+    assert [n for n in left if n not in run_dir.run_entries(out)] == ["analysis", "notes.txt", "runs"]
 
 
 def test_a_run_from_before_the_marker_can_still_be_overwritten(tmp_path, cls_config):
@@ -111,6 +114,17 @@ def test_a_folder_with_nothing_a_run_writes_takes_a_run(tmp_path, cls_config):
     assert (project / run_dir.MARKER).exists() and (project / "results.json").exists()
     assert run(["train", cfg, "--overwrite"]) == 0
     assert (project / "train.jsonl").read_text() == "{}\n"
+
+
+def test_tensorboard_logs_are_a_runs_but_not_any_runs_folder(tmp_path):
+    out = tmp_path / "run"
+    (out / "runs" / "Dec05_host").mkdir(parents=True)
+    (out / "runs" / "Dec05_host" / "events.out.tfevents.1.host").write_bytes(b"x")
+    (out / "figures").mkdir()
+    (out / "figures" / "loss.png").write_bytes(b"x")
+    assert run_dir.run_entries(str(out)) == ["figures", "runs"]
+    (out / "figures" / "my-plot.svg").write_text("<svg/>")
+    assert run_dir.run_entries(str(out)) == ["runs"]
 
 
 def test_only_rank_0_decides(tmp_path, monkeypatch):

@@ -47,11 +47,33 @@ RUN_FILES = (
 )
 
 
+# Folders with names common enough that a user's own may sit there (`output_dir: .` in a project with
+# a runs/ folder of other runs): they are a run's only when every file in them is of the kind named here.
+SHARED_NAMES = {"runs": ("events.out.tfevents.*",), "figures": ("*.png",),
+                "predictions": ("*.jsonl", "*.jsonl.tmp")}
+
+
+def _holds_only(folder: str, patterns) -> bool:
+    for _, _, files in os.walk(folder):
+        if not all(any(fnmatch.fnmatchcase(f, p) for p in patterns) for f in files):
+            return False
+    return True
+
+
+def _written_by_a_run(output_dir: str, name: str) -> bool:
+    if not any(fnmatch.fnmatchcase(name, p) for p in RUN_FILES):
+        return False
+    path = os.path.join(output_dir, name)
+    if name in SHARED_NAMES and os.path.isdir(path) and not os.path.islink(path):
+        return _holds_only(path, SHARED_NAMES[name])
+    return True
+
+
 def run_entries(output_dir: str) -> list:
     """The names in output_dir that a run writes (what --overwrite deletes), sorted."""
     if not os.path.isdir(output_dir):
         return []
-    return sorted(n for n in os.listdir(output_dir) if any(fnmatch.fnmatchcase(n, p) for p in RUN_FILES))
+    return sorted(n for n in os.listdir(output_dir) if _written_by_a_run(output_dir, n))
 
 
 def _is_legacy_run(output_dir: str) -> bool:
