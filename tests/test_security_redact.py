@@ -155,3 +155,18 @@ def test_no_secret_in_any_file_of_a_run_nor_on_stderr(tmp_path, cls_config):
     import torch
 
     assert torch.load(os.path.join(out, "training_args.bin"), weights_only=False).hub_token == "***"
+
+
+def test_the_trainer_keeps_the_real_token(tmp_path):
+    """training_args.bin is written again without the token; the arguments the trainer pushes with
+    keep it (train.push_to_hub needs it)."""
+    import torch
+    from transformers import TrainingArguments
+
+    from suites.base import _redact_saved_args
+
+    args = TrainingArguments(output_dir=str(tmp_path), hub_token=SECRET, use_cpu=True, report_to="none")
+    torch.save(args, tmp_path / "training_args.bin")
+    _redact_saved_args(args, str(tmp_path))
+    assert args.hub_token == SECRET
+    assert torch.load(tmp_path / "training_args.bin", weights_only=False).hub_token == "***"
