@@ -212,7 +212,7 @@ class SuiteTrainer(Trainer):
         out.update({"task": cfg.task if cfg else None, "model": model, "world_size": self.args.world_size})
         out.update(extra or {})
         out.update({k: _plain(v) for k, v in metrics.items()})
-        out = redact(out)  # model: a URL with a password in it
+        out = redact(out, numbers=False)  # model: a URL with a password in it
         if self.is_world_process_zero():
             os.makedirs(self.args.output_dir, exist_ok=True)
             tmp = path + ".tmp"

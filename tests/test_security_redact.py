@@ -77,6 +77,9 @@ def test_redact_copies_and_keeps_the_keys():
     assert out["model"] == {"name_or_path": "https://user:***@host.example/m", "token": None}  # unset stays null
     assert out["tokenizer"]["pad_token"] == "<pad>" and out["extra"] == [{"api_key": "***"}]
     assert cfg["train"]["hub_token"] == SECRET  # only the copy: the run keeps using the real token
+    assert redact.redact({"eval_f1_secret": 0.5, "password": 1234}, numbers=False) == {
+        "eval_f1_secret": 0.5, "password": 1234}  # results: a metric of a class named "secret"
+    assert redact.redact({"password": 1234}) == {"password": "***"}  # a config: a number can be a password
     assert redact.redact_argv(["trainsuite", "train", "c.yaml", f"train.hub_token={SECRET}", "seed=1"]) == [
         "trainsuite", "train", "c.yaml", "train.hub_token=***", "seed=1"]
 

@@ -51,14 +51,15 @@ def redact_url(text: str) -> str:
     return _URL_PASSWORD.sub(rf"\1:{PLACEHOLDER}@", text)
 
 
-def redact(obj, key=None):
-    """A copy of a config dict (lists, nested dicts) with secret values replaced by the placeholder."""
-    if key is not None and is_secret_key(key) and _has_value(obj):
+def redact(obj, key=None, numbers: bool = True):
+    """A copy of a config dict (lists, nested dicts) with secret values replaced by the placeholder.
+    numbers=False keeps numbers as they are (results: a metric is no secret, whatever a class is named)."""
+    if key is not None and is_secret_key(key) and _has_value(obj) and (numbers or isinstance(obj, str)):
         return PLACEHOLDER
     if isinstance(obj, dict):
-        return {k: redact(v, k) for k, v in obj.items()}
+        return {k: redact(v, k, numbers) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return type(obj)(redact(v) for v in obj)
+        return type(obj)(redact(v, None, numbers) for v in obj)
     if isinstance(obj, str):
         return redact_url(obj)
     return obj

@@ -101,8 +101,8 @@ def load_run(run_dir: str, label: str | None = None, log_history: list | None = 
         run.log_history = list(log_history)
     elif run.state_file:
         run.log_history = (_read_json(run.state_file) or {}).get("log_history", [])
-    run.results = redact(_read_json(os.path.join(run_dir, "results.json")) or {})
-    run.eval_results = redact(_read_json(os.path.join(run_dir, EVAL_RESULTS)) or {})
+    run.results = redact(_read_json(os.path.join(run_dir, "results.json")) or {}, numbers=False)
+    run.eval_results = redact(_read_json(os.path.join(run_dir, EVAL_RESULTS)) or {}, numbers=False)
     if run.state_file is None and not run.results and not run.eval_results and log_history is None:
         raise UserError(f"report: {run_dir}: no trainer_state.json (nor in a checkpoint-*) and no "
                         "results.json; is it a trainsuite output_dir?")
