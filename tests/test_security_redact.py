@@ -173,3 +173,10 @@ def test_the_trainer_keeps_the_real_token(tmp_path):
     _redact_saved_args(args, str(tmp_path))
     assert args.hub_token == SECRET
     assert torch.load(tmp_path / "training_args.bin", weights_only=False).hub_token == "***"
+
+
+def test_the_launcher_echoes_no_token():
+    from suites.run import launch
+
+    hint = launch.resume_command(["--nproc", "2", "c.yaml", f"train.hub_token={SECRET}"], "scripts/launch")
+    assert SECRET not in hint and "train.hub_token=***" in hint
