@@ -87,7 +87,10 @@ def _style(ax, title, ylabel=None):
 
 def _plot(ax, xs, ys, label, style="-", color=None):
     marker = "o" if len(xs) <= 12 else None
-    ax.plot(xs, ys, style, marker=marker, markersize=3, label=_literal(label), color=color)
+    label = _literal(label)
+    if label.startswith("_"):  # a legend leaves out labels that start with _ (a run named _tmp)
+        label = " " + label
+    ax.plot(xs, ys, style, marker=marker, markersize=3, label=label, color=color)
 
 
 def curves(runs: list, colors: list) -> list:
