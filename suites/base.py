@@ -7,6 +7,8 @@ prediction step and its metrics.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import logging
 import os
@@ -21,6 +23,7 @@ from .callbacks.early_stopping import EarlyStopping, early_stopping_callbacks
 from .callbacks.nonfinite import NonFiniteGuard
 from .callbacks.throughput import PauseClock, count_samples, count_tokens, peak_memory
 from .checkpoints import save_checkpoint_atomically
+from .config.redact import PLACEHOLDER, is_secret_key, redact
 from .errors import UserError
 from .fsdp_cpu import fsdp_on_cpu_processes
 from .fsdp_wrap import fix_fsdp_wrapping
@@ -122,6 +125,7 @@ class SuiteTrainer(Trainer):
         super()._save(output_dir, state_dict)
         from .file_modes import share_like_other_files
 
+        _redact_saved_args(self.args, output_dir or self.args.output_dir)
         share_like_other_files(output_dir or self.args.output_dir)  # weights 0644, not safetensors' 0600
 
     def _determine_best_metric(self, metrics, trial):
@@ -246,13 +250,29 @@ class SuiteTrainer(Trainer):
         if out.get("model") not in (None, model):  # predict with the trained run: the file keeps what was trained
             out["evaluated_model"] = model
         out.update({**own, "model": out.get("model") or model})
+        out = redact(out, numbers=False)  # model: a URL with a password in it
         if self.is_world_process_zero():
             os.makedirs(self.args.output_dir, exist_ok=True)
             tmp = path + ".tmp"
             with open(tmp, "w") as fh:
                 json.dump(out, fh, indent=2, sort_keys=True)
             os.replace(tmp, path)
-        return own
+        return redact(own, numbers=False)
+
+
+def _redact_saved_args(args, folder: str) -> None:
+    """transformers pickles the whole TrainingArguments into training_args.bin, hub_token included:
+    write it again with the secrets replaced (the trainer goes on with the real ones)."""
+    path = os.path.join(folder, "training_args.bin")
+    secret = [f.name for f in dataclasses.fields(args)
+              if is_secret_key(f.name) and redact(getattr(args, f.name, None), f.name) == PLACEHOLDER]
+    if not secret or not os.path.isfile(path):
+        return
+    shown = copy.copy(args)
+    for name in secret:
+        object.__setattr__(shown, name, PLACEHOLDER)
+    torch.save(shown, path + ".tmp")
+    os.replace(path + ".tmp", path)
 
 
 class EpochSeededLengthGroupedSampler(torch.utils.data.Sampler):

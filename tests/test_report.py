@@ -113,6 +113,60 @@ def test_compare_two_runs(cls_run, tmp_path):
     assert os.path.isfile(str(tmp_path / "ab_figures" / "loss.png"))
 
 
+MATH_LABELS = ("$\\frac{$", "a_b^c$", "<i>x</i>")  # matplotlib would read the first as math and fail
+
+
+def test_figures_draw_user_text_literally(tmp_path):
+    """Class names, run names and metric names with `$` are drawn as written, also where a user's
+    matplotlibrc turns LaTeX on (issue 21, item 6)."""
+    import matplotlib
+    import numpy as np
+
+    from suites.outputs import figures
+    from tasks.metrics.plots import confusion_matrix_png
+
+    path = str(tmp_path / "cm.png")
+    history = [{"loss": 1.0, "learning_rate": 1e-3, "step": 1}, {"eval_loss": 0.9, "eval_f1_$x^$": 0.5, "step": 1}]
+    runs = [report.Run(path=str(tmp_path), label=label, log_history=history) for label in MATH_LABELS]
+    with matplotlib.rc_context({"text.usetex": True}):  # no LaTeX here: drawn with it, every figure fails
+        confusion_matrix_png(np.array([[1, 2, 0], [0, 3, 1], [1, 0, 2]]), list(MATH_LABELS), path)
+        drawn = figures.curves(runs, figures.colors(len(runs)))
+        assert matplotlib.rcParams["text.usetex"] is True  # the user's setting is back after drawing
+    fig, ax = figures._plt().subplots()
+    figures._plot(ax, [1], [1.0], "_tmp")
+    assert [t.get_text() for t in ax.legend().get_texts()] == [" _tmp"]  # a legend drops labels starting with _
+    figures._plt().close(fig)
+    assert read_bytes(path).startswith(b"\x89PNG")
+    assert {"loss.png", "eval_metrics.png"} <= {name for name, _, _ in drawn}
+
+
+def read_bytes(path) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
+def test_a_run_with_math_like_labels_has_its_report(tmp_path):
+    from tests.conftest import TINY_BERT, sentiment_rows
+
+    names = {"pos": MATH_LABELS[0], "neg": MATH_LABELS[1]}
+    rows = [dict(r, label=names[r["label"]]) for r in sentiment_rows(40, 0)]
+    rows[:4] = [dict(r, label=MATH_LABELS[2]) for r in rows[:4]]
+    train = write_jsonl(tmp_path / "train.jsonl", rows)
+    cfg = {"task": "classification", "output_dir": str(tmp_path / "run"), "model": {"from_config": dict(TINY_BERT)},
+           "tokenizer": {"train_from_data": True, "vocab_size": 120, "algorithm": "wordpiece"},
+           "data": {"train": train, "eval": train, "max_length": 32},
+           "train": {"max_steps": 2, "per_device_train_batch_size": 16, "logging_steps": 1,
+                     "save_strategy": "no", "use_cpu": True}}
+    out = tmp_path / "run"
+    assert cli.run(["train", write_yaml(tmp_path / "c.yaml", cfg), "--quiet"]) == 0
+    assert read_bytes(out / "figures" / "confusion_matrix.png").startswith(b"\x89PNG")
+    os.remove(out / "report.html")
+    assert cli.run(["report", str(out)]) == 0
+    page = read(out / "report.html")
+    assert "data:image/png;base64," in page and "$\\frac{$" in page and "a_b^c$" in page
+    assert "&lt;i&gt;x&lt;/i&gt;" in page and "<i>x</i>" not in page  # HTML stays escaped
+
+
 def test_report_of_a_missing_or_empty_dir_exits_2(tmp_path, capsys):
     assert cli.run(["report", str(tmp_path / "nope")]) == 2
     assert cli.run(["report", str(tmp_path)]) == 2

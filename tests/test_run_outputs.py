@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from suites.run import lock as run_lock
+from suites.run import run_dir
 from suites.run.cli import run
 from tests.conftest import write_yaml
 
@@ -72,7 +73,7 @@ def test_overwrite_keeps_the_lock_of_the_run_that_overwrites(tmp_path):
     with run_lock.hold(str(out)):
         (out / "checkpoint-2").mkdir()
         (out / "results.json").write_text("{}")
-        run_lock.clear(str(out))
+        run_dir.clear(str(out))
         assert os.listdir(out) == [run_lock.LOCK_NAME]
 
 

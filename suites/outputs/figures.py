@@ -1,5 +1,8 @@
 """The figures of a run report (matplotlib, headless): training and evaluation curves, throughput,
-memory and the confusion matrix, as PNG bytes. suites/outputs/report.py puts them on the page."""
+memory and the confusion matrix, as PNG bytes. suites/outputs/report.py puts them on the page.
+
+Every text is drawn literally (tasks/metrics/plots.py: `literal`, `drawing`): run names, metric and
+class names come from the user and may hold `$`, which matplotlib would read as math."""
 
 from __future__ import annotations
 
@@ -59,6 +62,12 @@ def _plt():
     return plt
 
 
+def _literal(text) -> str:
+    from tasks.metrics.plots import literal
+
+    return literal(text)
+
+
 def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.tight_layout()
@@ -68,22 +77,32 @@ def _png(fig) -> bytes:
 
 
 def _style(ax, title, ylabel=None):
-    ax.set_title(title, fontsize=10)
+    ax.set_title(_literal(title), fontsize=10)
     ax.set_xlabel("step", fontsize=8)
     if ylabel:
-        ax.set_ylabel(ylabel, fontsize=8)
+        ax.set_ylabel(_literal(ylabel), fontsize=8)
     ax.tick_params(labelsize=8)
     ax.grid(alpha=0.3)
 
 
 def _plot(ax, xs, ys, label, style="-", color=None):
     marker = "o" if len(xs) <= 12 else None
+    label = _literal(label)
+    if label.startswith("_"):  # a legend leaves out labels that start with _ (a run named _tmp)
+        label = " " + label
     ax.plot(xs, ys, style, marker=marker, markersize=3, label=label, color=color)
 
 
 def curves(runs: list, colors: list) -> list:
     """(file name, title, png bytes) for loss, learning rate, throughput, memory and eval metrics;
     one run or several overlaid (one color per run)."""
+    from tasks.metrics.plots import drawing
+
+    with drawing():
+        return _curves(runs, colors)
+
+
+def _curves(runs: list, colors: list) -> list:
     plt = _plt()
     many = len(runs) > 1
     trains = [train_series(r.log_history) for r in runs]

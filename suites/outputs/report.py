@@ -20,6 +20,7 @@ import platform
 import re
 from dataclasses import dataclass, field
 
+from ..config.redact import redact, redact_yaml_text
 from ..errors import UserError
 from .figures import colors, confusion_png, curves, is_metric
 
@@ -100,19 +101,19 @@ def load_run(run_dir: str, label: str | None = None, log_history: list | None = 
         run.log_history = list(log_history)
     elif run.state_file:
         run.log_history = (_read_json(run.state_file) or {}).get("log_history", [])
-    run.results = _read_json(os.path.join(run_dir, "results.json")) or {}
-    run.eval_results = _read_json(os.path.join(run_dir, EVAL_RESULTS)) or {}
+    run.results = redact(_read_json(os.path.join(run_dir, "results.json")) or {}, numbers=False)
+    run.eval_results = redact(_read_json(os.path.join(run_dir, EVAL_RESULTS)) or {}, numbers=False)
     if run.state_file is None and not run.results and not run.eval_results and log_history is None:
         raise UserError(f"report: {run_dir}: no trainer_state.json (nor in a checkpoint-*) and no "
                         "results.json; is it a trainsuite output_dir?")
     cfg_path = os.path.join(run_dir, "run_config.yaml")
     if os.path.isfile(cfg_path):
         with open(cfg_path, encoding="utf-8") as fh:
-            run.config_text = fh.read()
+            run.config_text = redact_yaml_text(fh.read())  # also a run written before redaction
         m = re.search(r"^task:\s*(\w+)", run.config_text, re.M)
         run.task = m.group(1) if m else None
     run.task = run.results.get("task") or run.task
-    run.environment = _read_json(os.path.join(run_dir, ENV_FILE))
+    run.environment = redact(_read_json(os.path.join(run_dir, ENV_FILE)))
     run.confusion = _read_json(os.path.join(run_dir, "confusion_matrix.json"))
     preds = os.path.join(run_dir, "eval_predictions.jsonl")
     if os.path.isfile(preds):
@@ -152,7 +153,7 @@ def environment() -> dict:
     except Exception:  # a report must not fail on device probing
         env["device"] = "unknown"
     env["world_size"] = os.environ.get("WORLD_SIZE", "1")
-    return env
+    return redact(env)
 
 
 # ------------------------------------------------------------------ HTML

@@ -2,7 +2,8 @@
 
 - A missing package is a config error (suites/config/integrations.py), found before any model loads.
 - MLflow logs to a local file store, OUTPUT_DIR/mlruns, unless MLFLOW_TRACKING_URI says otherwise.
-- The run config and the model's parameter counts (total / trainable) go to every integration that is on.
+- The run config (secrets redacted) and the model's parameter counts (total / trainable) go to every
+  integration that is on.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 from transformers import TrainerCallback
 
 from ..config.integrations import requested
+from ..config.redact import redact
 
 def attach(cfg, trainer, counts: dict) -> None:
     """Before training: MLflow's default store, and a callback that logs config and parameter counts."""
@@ -22,7 +24,7 @@ def attach(cfg, trainer, counts: dict) -> None:
     if ("mlflow" in names or "all" in names) and not os.environ.get("MLFLOW_TRACKING_URI"):
         store = os.path.abspath(os.path.join(cfg.output_dir, "mlruns"))
         os.environ["MLFLOW_TRACKING_URI"] = "file://" + store
-    trainer.add_callback(RunInfoCallback(cfg.to_dict(), counts, trainer.callback_handler.callbacks))
+    trainer.add_callback(RunInfoCallback(redact(cfg.to_dict()), counts, trainer.callback_handler.callbacks))
 
 
 class RunInfoCallback(TrainerCallback):

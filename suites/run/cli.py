@@ -57,7 +57,8 @@ def parser() -> argparse.ArgumentParser:
         return sp
 
     t = add("train", "train a model; evaluate on data.eval when given; write OUTPUT_DIR/results.json")
-    t.add_argument("--overwrite", action="store_true", help="replace a previous run in output_dir")
+    t.add_argument("--overwrite", action="store_true",
+                   help="replace a previous trainsuite run in output_dir (only the files a run writes are deleted)")
     t.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
                    help="continue from the latest (or the given) checkpoint in output_dir")
     add("eval", "evaluate model.name_or_path (a checkpoint dir works; for a model.from_config config, the "
@@ -118,6 +119,7 @@ def run(argv=None) -> int:
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     from .signals import RunStopped  # imports transformers (and so bitsandbytes): after the line above
     from .. import config
+    from ..config import redact
 
     try:
         if args.command == "merge":
@@ -146,6 +148,7 @@ def run(argv=None) -> int:
         if args.command == "predict" and not os.path.isfile(args.input):
             raise UserError(f"--input: file not found: {args.input}")
         _setup_logging(args.quiet)
+        redact.install_log_filter(cfg.to_dict())  # no token or password in a log line
         if args.command == "inspect":
             return _inspect(cfg, args)
         if getattr(cfg, "inference_note", None):
@@ -160,10 +163,10 @@ def run(argv=None) -> int:
             else:
                 results = runner.predict(cfg, args.input, args.output)
     except MISTAKES as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact.scrub(exc)}", file=sys.stderr)
         return exc.exit_code
     except RunStopped as exc:
-        print(f"stopped: {exc}", file=sys.stderr)
+        print(f"stopped: {redact.scrub(exc)}", file=sys.stderr)
         return exc.exit_code
     if int(os.environ.get("RANK", "0")) == 0:
         _print_results(results)

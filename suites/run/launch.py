@@ -31,6 +31,7 @@ import sys
 import tempfile
 
 from ..config.distributed import DEEPSPEED_INSTALL, DEEPSPEED_PRESETS, FSDP_PRESETS, preset_path
+from ..config.redact import redact_argv
 from .env import COMMAND_ENV, STATUS_ENV
 
 COMMANDS = ("train", "eval", "predict")
@@ -155,7 +156,7 @@ def resume_command(argv: list[str], prog: str = "scripts/launch") -> str:
         if a.startswith("--resume="):
             continue
         out.append(a)
-    return shlex.join([prog, *out, "--resume"])
+    return shlex.join([prog, *redact_argv(out), "--resume"])  # printed: no token in it
 
 
 def worker(argv: list[str]) -> int:
@@ -251,7 +252,7 @@ def main(argv=None) -> int:
         print(f"scripts/launch: error: {exc}", file=sys.stderr)
         return 2
     shown = " ".join(f"{k}={v}" for k, v in added.items())
-    print(f"+ {shown} {shlex.join(cmd)}", file=sys.stderr, flush=True)
+    print(f"+ {shown} {shlex.join(redact_argv(cmd))}", file=sys.stderr, flush=True)
     if "--dry-run" in argv:
         return 0
     prog = "scripts/launch" if os.path.basename(sys.argv[0]) in ("launch.py", "-m") else os.path.basename(sys.argv[0])

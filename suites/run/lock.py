@@ -16,6 +16,7 @@ import os
 import sys
 import time
 
+from ..config.redact import redact_argv
 from ..errors import UserError
 
 LOCK_NAME = ".trainsuite.lock"
@@ -52,7 +53,7 @@ def _acquire(output_dir: str):
         except FileNotFoundError:
             pass
         os.close(fd)
-    command = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))
+    command = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(redact_argv(sys.argv)))
     os.ftruncate(fd, 0)
     os.write(fd, f"pid {os.getpid()}, since {time.strftime('%H:%M:%S')}: {command}"[:500].encode())
     return fd, path
@@ -81,16 +82,3 @@ def hold(output_dir: str):
             with contextlib.suppress(OSError):
                 os.rmdir(real)
 
-
-def clear(output_dir: str) -> None:
-    """Empty output_dir for --overwrite, keeping the lock this run holds."""
-    import shutil
-
-    for name in os.listdir(output_dir):
-        if name == LOCK_NAME:
-            continue
-        path = os.path.join(output_dir, name)
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
-        else:
-            os.unlink(path)

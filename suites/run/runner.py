@@ -17,36 +17,15 @@ from tasks import io
 from .. import distributed, final_eval, phase_timings, run_totals
 from ..base import training_arguments
 from ..callbacks import early_stopping, log_frequency
+from ..config.redact import redact
 from ..errors import MISTAKES, UserError
 from ..family import family_for
 from ..modeling import is_adapter_dir, load_tokenizer, parameter_counts
 from ..outputs import report, tracking
-from . import lock, signals
+from . import lock, run_dir, signals
 from .resume import resolve_resume
 
 log = logging.getLogger("trainsuite")
-
-RUN_MARKERS = ("results.json", "trainer_state.json", "config.json", "adapter_config.json")
-
-
-def _has_previous_run(output_dir: str) -> bool:
-    if not os.path.isdir(output_dir):
-        return False
-    names = os.listdir(output_dir)
-    return any(n in RUN_MARKERS or n.startswith("checkpoint-") for n in names)
-
-
-def guard_output_dir(cfg, overwrite: bool, resume) -> None:
-    """Never overwrite a previous run silently. In a multi-process launch rank 0 alone decides and
-    deletes (ranks deleting the same tree at once fail); its error ends the launch."""
-    if int(os.environ.get("RANK", "0")) != 0:
-        return
-    if resume or not _has_previous_run(cfg.output_dir):
-        return
-    if not overwrite:
-        raise UserError(f"output_dir {cfg.output_dir} holds a previous run; pass --resume to continue it "
-                        "or --overwrite to replace it")
-    lock.clear(cfg.output_dir)  # the folder stays: this run holds its lock file
 
 
 def _inference_model(cfg) -> None:
@@ -112,7 +91,7 @@ def train(cfg, overwrite: bool = False, resume=None) -> dict:
     # the config's way to say --resume: train.resume_from_checkpoint: true | PATH (a TrainingArguments field)
     from_config = cfg.train.pop("resume_from_checkpoint", None)
     resume = resume if resume is not None else from_config
-    guard_output_dir(cfg, overwrite, resume)
+    run_dir.guard(cfg.output_dir, overwrite, resume)  # --overwrite deletes only what a run wrote
     resume = resolve_resume(cfg.output_dir, resume)
     if resume and cfg.tokenizer.train_from_data:
         # a retrained tokenizer may number tokens differently: resume with the checkpoint's own
@@ -132,6 +111,7 @@ def train(cfg, overwrite: bool = False, resume=None) -> dict:
     log_frequency.attach(trainer, cfg)  # a short run logs often enough to draw its curves
     tracking.attach(cfg, trainer, counts)  # report_to: MLflow's local store, config and counts logged
     if trainer.is_world_process_zero():
+        run_dir.write_marker(cfg.output_dir)  # this folder is a run's: a later --overwrite may clear it
         _save_config(cfg)
         task.save(cfg.output_dir)
     run_totals.attach(trainer, resume)  # a resumed run's results cover its earlier sessions too
@@ -188,5 +168,5 @@ def _save_config(cfg) -> None:
 
     os.makedirs(cfg.output_dir, exist_ok=True)
     with open(os.path.join(cfg.output_dir, "run_config.yaml"), "w") as fh:
-        yaml.safe_dump(cfg.to_dict(), fh, sort_keys=False)
+        yaml.safe_dump(redact(cfg.to_dict()), fh, sort_keys=False)  # the run keeps the real values
 
