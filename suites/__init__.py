@@ -8,7 +8,8 @@ The layers, lowest first (tests/test_layers.py keeps every import pointing down)
 - suites/outputs/: report, figures, experiment tracking.
 - suites/ itself, the trainers: base.py (SuiteTrainer, what every family shares), one module per family
   (classification.py, seq2seq.py, sft.py), family.py (a family's recipe), losses.py, generation.py
-  (batched, process-split generation), modeling.py (models, tokenizers, LoRA, quantization), sft_speed.py
+  (batched, process-split generation), modeling.py (models, tokenizers, LoRA, quantization; loading_info.py says
+  in one line what a checkpoint lacked), sft_speed.py
   (attention and speed defaults); saving: checkpoints.py (atomic checkpoints), checkpoint_manifest.py
   (sizes and hashes checked before a resume), final_eval.py (the final
   save and evaluation without repeating the last step's), best_checkpoint.py, run_totals.py (results of

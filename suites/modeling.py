@@ -11,6 +11,7 @@ import torch
 
 from tasks.io import resolve_model as resolve
 
+from . import loading_info
 from .errors import MISTAKES, UserError
 
 log = logging.getLogger("trainsuite")
@@ -134,10 +135,12 @@ def load_model(cfg, auto_cls, tokenizer, config_updates: dict | None = None, kee
             kwargs["quantization_config"] = qc
             kwargs.setdefault("dtype", compute_dtype())
         try:
-            model = auto_cls.from_pretrained(name, revision=m.revision, trust_remote_code=m.trust_remote_code,
-                                             **updates, **kwargs)
+            with loading_info.without_load_report():
+                model, info = auto_cls.from_pretrained(name, revision=m.revision, trust_remote_code=m.trust_remote_code,
+                                                       output_loading_info=True, **updates, **kwargs)
         except (OSError, ValueError) as exc:
             raise _hub_error("model", name, exc) from None
+        loading_info.report(model, m.name_or_path, info)  # a new task head: debug; anything else: a warning
     if getattr(model.config, "pad_token_id", None) is None and tokenizer.pad_token_id is not None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return model
@@ -159,11 +162,13 @@ def load_adapter_model(cfg, auto_cls, tokenizer, adapter_dir: str, config_update
     if qc is not None:
         kwargs.update(quantization_config=qc, dtype=compute_dtype())
     try:
-        model = auto_cls.from_pretrained(resolve(base), revision=cfg.model.revision,
-                                         trust_remote_code=cfg.model.trust_remote_code,
-                                         **(config_updates or {}), **kwargs)
+        with loading_info.without_load_report():
+            model, info = auto_cls.from_pretrained(resolve(base), revision=cfg.model.revision,
+                                                   trust_remote_code=cfg.model.trust_remote_code,
+                                                   output_loading_info=True, **(config_updates or {}), **kwargs)
     except (OSError, ValueError) as exc:
         raise _hub_error("base model of the adapter", base, exc) from None
+    loading_info.report(model, base, info)  # the adapter brings the task head's weights
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer))
     log.info("loaded adapter %s on base model %s", adapter_dir, base)

@@ -62,6 +62,12 @@ def check_exists(spec: Any, key: str) -> None:
         where = "" if os.path.isabs(os.path.expanduser(spec)) else \
             f" (a relative path is looked for in the current directory, {os.getcwd()}, and in the config file's)"
         raise DataError(f"{key}: file not found: {spec}{where}")
+    if is_local(spec):
+        try:  # found but unreadable (permissions): one line now, not a traceback once the task reads it
+            with open(os.path.expanduser(spec), "rb"):
+                pass
+        except OSError as exc:
+            raise DataError(f"{key}: {spec}: cannot be read ({exc.strerror or exc})") from None
 
 
 def _decode_error(path: str, exc: UnicodeDecodeError, text: bytes | None = None) -> DataError:

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import logging
 
-import datasets
-
 from .errors import DataError
 
 from . import io
@@ -28,6 +26,12 @@ log = logging.getLogger("trainsuite")
 
 TRANSLATION = "translation"
 SOURCE_TEXT, TARGET_TEXT = "source_text", "target_text"  # raw strings kept next to the ids
+
+
+def _table(columns: dict):
+    import datasets  # here, not at the top: the config check imports this module before anything heavy
+
+    return datasets.Dataset.from_dict(columns)
 
 
 def _layout(cfg, cols, split: str) -> tuple[str, str | None, bool]:
@@ -134,8 +138,8 @@ class Seq2SeqTask(Task):
             if empty:
                 log.warning("%s: %d rows with an empty source (first: line %s); predicting anyway",
                             key, len(empty), empty[0])
-            return datasets.Dataset.from_dict({"source": [s or "" for s in sources],
-                                               "target": targets, io.LINE: lines})
+            return _table({"source": [s or "" for s in sources],
+                           "target": targets, io.LINE: lines})
         keep, skipped = [], []
         for i, (s, t) in enumerate(zip(sources, targets)):
             if not (s or "").strip() or not (t or "").strip():
@@ -149,9 +153,9 @@ class Seq2SeqTask(Task):
         if not keep:
             raise DataError(f"{key}: {spec}: every pair has an empty source or target")
         self.stats[split] = {"rows": len(sources), "skipped_empty": len(skipped)}
-        return datasets.Dataset.from_dict({"source": [sources[i] for i in keep],
-                                           "target": [targets[i] for i in keep],
-                                           io.LINE: [lines[i] for i in keep]})
+        return _table({"source": [sources[i] for i in keep],
+                       "target": [targets[i] for i in keep],
+                       io.LINE: [lines[i] for i in keep]})
 
     # -- encoding ------------------------------------------------------------
     def texts_for_tokenizer(self, ds):
@@ -191,7 +195,7 @@ class Seq2SeqTask(Task):
             log.warning("%s: truncated %s tokens", key, " and ".join(msg))
         columns[SOURCE_TEXT] = raw_sources
         columns[TARGET_TEXT] = [t or "" for t in targets] if has_target else [""] * len(sources)
-        return datasets.Dataset.from_dict(columns)
+        return _table(columns)
 
     # -- metrics -------------------------------------------------------------
     def generation_metrics(self, predictions: list[str], references: list[str], gen_lengths=None) -> dict:

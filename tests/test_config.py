@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from suites import config
@@ -81,6 +83,68 @@ def test_missing_config_file(tmp_path):
 def test_bad_override_syntax(tmp_path, cls_config):
     assert "expected dotted.key=value" in error_of(tmp_path, cls_config, ["train.learning_rate"])
     assert "'data.train' is not a mapping" in error_of(tmp_path, cls_config, ["data.train.x=1"])
+
+
+@pytest.mark.parametrize("override, why", [
+    ("output_dir=!!python/object/apply:os.getcwd []", "could not determine a constructor for the tag"),
+    ("train.learning_rate=[1,", "not valid YAML"),
+    ("data.labels={neg, pos", "not valid YAML"),
+    ('data.source_prefix="unclosed', "not valid YAML"),
+])
+def test_malformed_override_is_refused_not_taken_as_text(tmp_path, cls_config, monkeypatch, capsys, override, why):
+    # it became the literal text: `output_dir=!!python/...` made a folder of that name in the working dir
+    from suites.run.cli import run
+
+    monkeypatch.chdir(tmp_path)
+    before = set(os.listdir(tmp_path))
+    assert run(["train", write_yaml(tmp_path / "c.yaml", cls_config), override]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: override {override!r}: ") and why in err and "\n" not in err
+    assert set(os.listdir(tmp_path)) == before | {"c.yaml"}
+
+
+def test_overrides_with_colons_spaces_and_slashes_stay_text(tmp_path, cls_config):
+    assert config.parse_override("model.name_or_path=runs/x") == (["model", "name_or_path"], "runs/x")
+    assert config.parse_override("data.train=a:b.csv")[1] == "a:b.csv"
+    assert config.parse_override("data.source_prefix=see: a: b")[1] == "see: a: b"  # YAML cannot read it
+    assert config.parse_override("data.labels={a: 1}")[1] == {"a": 1}  # a mapping is written {...}
+    cfg = load(tmp_path, cls_config, ["data.source_prefix=translate English to German: ",
+                                      "train.run_name=exp 1: lr 3e-5, @home", "train.hub_model_id=me/model"])
+    assert cfg.data.source_prefix == "translate English to German: "
+    assert cfg.train["run_name"] == "exp 1: lr 3e-5, @home" and cfg.train["hub_model_id"] == "me/model"
+
+
+def test_training_argument_fields_read_from_source_match_the_class():
+    # unknown `train:` keys and wrong types are found without importing transformers.training_args (9 s of
+    # CPU): its fields and annotations are read from its source, which must say what the class says
+    import dataclasses
+    import enum
+    import types
+    import typing
+
+    from transformers import TrainingArguments
+
+    from suites.config import training_fields as tf
+
+    found = tf._from_source()
+    assert found is not None, "transformers' training_args.py no longer reads as one flat dataclass"
+    assert found.names == {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
+
+    def shape(tp):  # an annotation as the value checks see it
+        if typing.get_origin(tp) in (typing.Union, types.UnionType):
+            return frozenset(shape(a) for a in typing.get_args(tp))
+        if typing.get_origin(tp) is typing.Literal:
+            return ("literal", *typing.get_args(tp))
+        if typing.get_origin(tp) in (list, dict, tuple):
+            return typing.get_origin(tp)
+        if isinstance(tp, type) and issubclass(tp, enum.Enum):
+            return "enum"
+        if tp in (str, int, float, bool, list, dict, tuple, type(None), typing.Any):
+            return tp
+        return "other class"
+
+    hints = typing.get_type_hints(TrainingArguments)
+    assert {k: shape(found.types[k]) for k in found.names} == {k: shape(hints[k]) for k in found.names}
 
 
 def test_relative_data_paths_resolve_against_config_dir(tmp_path, cls_config):

@@ -144,13 +144,13 @@ def test_each_subpackage_says_what_it_may_import():
     assert os.path.isfile(ROOT / "tasks" / "errors.py")
 
 
-def test_launcher_and_config_load_without_torch():
-    # scripts/launch checks its options and the config before torchrun starts: neither may pay for
-    # importing torch/transformers (seconds, and bitsandbytes' import-time warnings on stderr)
+def test_launcher_cli_and_config_load_without_torch():
+    # scripts/launch and `trainsuite` check their options and the config before torchrun starts or a model
+    # loads: none may pay for importing torch/transformers (seconds, and bitsandbytes' import-time notices)
     import subprocess
     import sys
 
-    code = ("import sys, suites.run.launch, suites.config; "
-            "print(sorted(m for m in ('torch', 'transformers', 'bitsandbytes') if m in sys.modules))")
+    code = ("import sys, suites.run.launch, suites.run.cli, suites.config, suites.config.training_fields; "
+            "print(sorted(m for m in ('torch', 'transformers', 'bitsandbytes', 'datasets') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "[]"

@@ -296,8 +296,15 @@ def test_guard_reuses_the_trainers_gradient_norm(tmp_path, cls_config, monkeypat
         seen.append(norm)
         original(self, norm)
 
+    total_norm = torch.nn.utils.get_total_norm
+
+    def only_for_clipping(*a, **k):  # accelerate >= 1.16 clips with it; the guard must not compute it again
+        if sys._getframe(1).f_globals.get("__name__") == NonFiniteGuard.__module__:
+            pytest.fail("norm computed twice")
+        return total_norm(*a, **k)
+
     monkeypatch.setattr(NonFiniteGuard, "observe_grad_norm", spy)
-    monkeypatch.setattr(torch.nn.utils, "get_total_norm", lambda *a, **k: pytest.fail("norm computed twice"))
+    monkeypatch.setattr(torch.nn.utils, "get_total_norm", only_for_clipping)
     cfg = config_mod.load(write_yaml(tmp_path / "c.yaml", exact_config(cls_config, tmp_path / "r", max_steps=2)))
     _, _, _, trainer, _ = runner.build(cfg, "train")
     trainer.train()

@@ -1,7 +1,8 @@
 """The run config: its schema (schema.py, one dataclass per section), how a YAML file becomes one
 (loader.py: YAML, command-line overrides, types), and every check made before any model loads
 (validate.py, with the sft/distributed/integrations/model_type rules, the ranges of train_values.py and
-hints for misplaced keys). inference.py loads the config of eval/predict, where a command-line
+hints for misplaced keys; cheapest first, before torch/transformers are imported: training_fields.py reads
+the `train:` keys TrainingArguments takes from transformers' source). inference.py loads the config of eval/predict, where a command-line
 model.name_or_path wins over the file's from-scratch model. docs/config.md is generated from the
 schema by reference.py.
 

@@ -22,22 +22,27 @@ PIP_NAMES = {"flyte": "flytekit", "azure_ml": "azureml-core", "kubeflow": "kfp"}
 
 def check_report_to(cfg) -> None:
     """Called by validate.py: an integration asked for by name must exist and be installed
-    (transformers raises a RuntimeError deep inside Trainer otherwise)."""
-    from transformers.integrations import integration_utils
-
-    known = sorted(integration_utils.INTEGRATION_TO_CALLBACK)
+    (transformers raises a RuntimeError deep inside Trainer otherwise). transformers' list of integrations
+    is imported (seconds) only for a name other than none, all, tensorboard and mlflow."""
     for name in requested(cfg.train):
         if name == "all":
             continue
         if name in PACKAGES:
             modules, pip_name = PACKAGES[name]
             installed = any(importlib.util.find_spec(m) for m in modules)
-        elif name in known:
-            pip_name = PIP_NAMES.get(name, name)
-            installed = name in integration_utils.get_available_reporting_integrations()
         else:
-            raise UserError(f"config: train.report_to: unknown integration {name!r} (one of none, all, "
-                            f"{', '.join(known)}){did_you_mean(name, known)}")
+            installed, pip_name = _other_integration(name)
         if not installed:
             raise UserError(f"config: train.report_to: {name} is not installed; pip install {pip_name} "
                             "(or set train.report_to: none)")
+
+
+def _other_integration(name: str) -> tuple[bool, str]:
+    """(installed, pip package) of one of transformers' other integrations; an unknown name is refused."""
+    from transformers.integrations import integration_utils
+
+    known = sorted(integration_utils.INTEGRATION_TO_CALLBACK)
+    if name not in known:
+        raise UserError(f"config: train.report_to: unknown integration {name!r} (one of none, all, "
+                        f"{', '.join(known)}){did_you_mean(name, known)}")
+    return name in integration_utils.get_available_reporting_integrations(), PIP_NAMES.get(name, name)

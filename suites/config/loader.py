@@ -136,17 +136,33 @@ def _build(cls, raw: Any, where: str):  # keys are echoed with !r: one line what
     return cls(**kwargs)
 
 
+# how a value starts when it is YAML's syntax rather than text: a flow list or mapping, a quoted string, a
+# tag (`!!python/object`), an anchor or alias, a block scalar
+_YAML_SYNTAX = tuple("[{\"'!&*|>")
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """`a.b.c=value` -> (['a','b','c'], value parsed as YAML)."""
+    """`a.b.c=value` -> (['a','b','c'], value parsed as YAML). Text YAML cannot read, or reads as a block
+    mapping (`a.b=x: y`, `a.b=see: a: b`), is that text: colons and spaces need no quotes. A value written
+    in YAML's syntax that YAML refuses (`[1,`, an unclosed quote, a `!!python/...` tag) is a mistake, not
+    text: taken as text it would become, say, a folder named after it."""
     if "=" not in text:
         raise UserError(f"override {text!r}: expected dotted.key=value")
     key, value = text.split("=", 1)
     if not key or any(not p for p in key.split(".")):
         raise UserError(f"override {text!r}: empty key")
+    if value == "":
+        return key.split("."), ""
     try:
-        parsed = yaml_load(value) if value != "" else ""
-    except yaml.YAMLError:
-        parsed = value
+        parsed = yaml_load(value)
+    except yaml.YAMLError as exc:
+        if value.lstrip().startswith(_YAML_SYNTAX):
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise UserError(f"override {text!r}: the value is not valid YAML ({problem}); for a text value "
+                            f"quote it: {key}='\"...\"'") from None
+        return key.split("."), value
+    if isinstance(parsed, dict) and not value.lstrip().startswith("{"):
+        return key.split("."), value  # `x: y` is text with a colon; a mapping is written {x: y}
     return key.split("."), parsed
 
 

@@ -162,7 +162,8 @@ def dataclass_of(tp):
 
 
 def training_argument_names() -> set[str]:
-    """The fields a `train:` block may set: transformers.TrainingArguments' init fields."""
-    from transformers import TrainingArguments
+    """The fields a `train:` block may set: transformers.TrainingArguments' init fields (read from its
+    source, not imported: training_fields.py)."""
+    from .training_fields import training_fields
 
-    return {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
+    return set(training_fields().names)

@@ -68,7 +68,8 @@ def _at_least(where: str, value, low, what: str = "") -> None:
 
 
 def check_values(cfg) -> None:
-    """Ranges of the top-level seed, `train:` values (types are checked already) and data/sft lengths."""
+    """Ranges of the top-level seed, `train:` values (types are checked already) and data/sft lengths
+    (check_positions compares those with the model's positions)."""
     t = cfg.train
     for where, value in (("seed", cfg.seed), ("train.data_seed", t.get("data_seed"))):
         if value is not None and not 0 <= value < SEED_RANGE:
@@ -115,6 +116,11 @@ def _check_lengths(cfg) -> None:
         _at_least(f"data.{key}", getattr(d, key), 1)
     for key in ("num_beams", "max_new_tokens", "batch_size"):
         _at_least(f"generation.{key}", getattr(cfg.generation, key), 1)
+
+
+def check_positions(cfg) -> None:
+    """The configured lengths against the model's position table. Called by validate.py after the cheap
+    checks: a from_config model's table comes from transformers' config class (an import of seconds)."""
     limit = position_limit(cfg)
     if limit is None:
         return

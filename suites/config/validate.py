@@ -1,6 +1,10 @@
 """Checks of a parsed RunConfig that need more than types: combinations, files, columns.
 
-Runs before any model or dataset is loaded, so a typo costs seconds, not a GPU hour.
+Runs before any model or dataset is loaded, so a typo costs seconds, not a GPU hour. The order is
+cheapest first: the config alone and the data files' headers import nothing heavy (a mistake there is
+reported in a fraction of a second of CPU, tests/test_cli.py measures it); the few rules that need
+transformers or torch (a from_config model type, its position table, flex attention on this machine,
+report_to integrations) run last.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from .integrations import check_report_to
 from .model_type import T5_FAMILY, model_type_or_guess
 from .schema import RESERVED_TRAIN_KEYS, training_argument_names
 from .sft import EVAL_METRICS, validate_sft
+from .train_values import check_positions, check_values
 
 # train: keys whose value the suite reads in its own way (resume_from_checkpoint: true | PATH)
 _UNTYPED_TRAIN_KEYS = {"resume_from_checkpoint"}
@@ -71,14 +76,9 @@ def _describe_train_type(tp) -> str:
 
 def _check_train_types(train: dict) -> None:
     """`train.learning_rate: abc` is refused here, not as a traceback once training starts."""
-    import typing
+    from .training_fields import training_fields
 
-    from transformers import TrainingArguments
-
-    try:
-        hints = typing.get_type_hints(TrainingArguments)
-    except Exception:  # noqa: BLE001 - an annotation this Python cannot resolve: leave it to transformers
-        return
+    hints = training_fields().types
     for key, value in train.items():
         tp = hints.get(key)
         if tp is None or key in _UNTYPED_TRAIN_KEYS or isinstance(value, _MORE_TRAIN_TYPES.get(key, ())):
@@ -91,6 +91,23 @@ def _check_train_types(train: dict) -> None:
 
 
 def validate(cfg) -> None:
+    _check_config(cfg)  # the config alone
+    check_data(cfg)  # the data files exist and hold the columns the task needs
+    _check_against_libraries(cfg)  # what only transformers or torch can tell
+
+
+def _check_against_libraries(cfg) -> None:
+    """The rules that import transformers or torch (seconds of CPU): after every cheap check."""
+    m = cfg.model
+    if m.from_config is not None:
+        _check_model_type(m.from_config["model_type"])
+    if m.attn_implementation == "flex_attention":
+        _check_flex_device(cfg)
+    check_report_to(cfg)  # report_to: tensorboard | mlflow must be installed
+    check_positions(cfg)  # lengths against the model's position table
+
+
+def _check_config(cfg) -> None:
     m = cfg.model
     if m.name_or_path is None and m.from_config is None:
         raise UserError("config: set model.name_or_path (hub name or local dir) or model.from_config")
@@ -98,14 +115,9 @@ def validate(cfg) -> None:
         raise UserError("config: model.name_or_path and model.from_config exclude each other; keep one")
     if m.from_config is not None and "model_type" not in m.from_config:
         raise UserError("config: model.from_config needs 'model_type' (e.g. bert, t5, llama)")
-    if m.from_config is not None:
-        _check_model_type(m.from_config["model_type"])
     if m.name_or_path and m.name_or_path.startswith((".", "/", "~")) and not os.path.exists(
             os.path.expanduser(m.name_or_path)):
         raise UserError(f"config: model.name_or_path: directory not found: {m.name_or_path}")
-
-    if m.attn_implementation == "flex_attention":
-        _check_flex_device(cfg)
 
     names = training_argument_names()
     for key in cfg.train:
@@ -115,11 +127,7 @@ def validate(cfg) -> None:
             raise UserError(f"config: unknown key 'train.{key}' (not a TrainingArguments field)"
                             f"{hint_elsewhere(key, 'train') or did_you_mean(key, names)}")
     _check_train_types(cfg.train)
-    from .train_values import check_values
-
-    check_values(cfg)  # ranges: batch sizes, epochs, steps, seed, lengths against the model's positions
-
-    check_report_to(cfg)  # report_to: tensorboard | mlflow must be installed
+    check_values(cfg)  # ranges: batch sizes, epochs, steps, seed, lengths
     if "label_smoothing_factor" in cfg.train:  # our families compute their own loss
         raise UserError("config: use loss.label_smoothing instead of train.label_smoothing_factor")
     model_type = model_type_or_guess(cfg)
@@ -167,7 +175,6 @@ def validate(cfg) -> None:
         cfg.train["metric_for_best_model"] = "loss"
     _check_best_metric(cfg)
     _lower_is_better_default(cfg)
-    check_data(cfg)
 
 
 def _check_best_metric(cfg) -> None:

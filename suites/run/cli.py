@@ -24,6 +24,10 @@ import sys
 import warnings
 
 from ..errors import MISTAKES, UserError
+from ..config import redact
+from . import notices
+
+EXIT_CTRL_C = 130  # the shell's code for a command ended by SIGINT: Ctrl-C before training started
 
 EPILOG = """examples:
   trainsuite train configs/demo.yaml
@@ -39,8 +43,9 @@ EPILOG = """examples:
 Any config key can be overridden as dotted.key=value (the value is read as YAML).
 train/eval/predict/merge print their results as JSON on stdout; logs go to stderr.
 Exit codes: 0 success, 2 a mistake in the config, data or command line,
-3 stopped by SIGTERM/SIGINT after saving a checkpoint (continue with --resume),
-4 stopped by a non-finite loss or gradient (nonfinite: stop)."""
+3 stopped by SIGTERM/SIGINT during training after saving a checkpoint (continue with --resume),
+4 stopped by a non-finite loss or gradient (nonfinite: stop),
+130 Ctrl-C (SIGINT) before training started (nothing written; a folder the run made is removed)."""
 
 
 def parser() -> argparse.ArgumentParser:
@@ -88,22 +93,33 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _setup_logging(quiet: bool) -> None:
-    if quiet:  # no progress bars either: datasets' map/filter, transformers' downloads and Trainer
-        import datasets
-        import transformers
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
-        datasets.disable_progress_bars()
-        transformers.utils.logging.disable_progress_bar()
+
+def _setup_logging(quiet: bool) -> None:
+    """Our log lines on stderr, set up before anything else is imported: a library's notice at import
+    time then meets our handler, which keeps the expected ones (notices.py) at debug level."""
     level = logging.WARNING if quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    root = logging.getLogger()
+    before = list(root.handlers)
+    logging.basicConfig(level=level, format=LOG_FORMAT, datefmt="%H:%M:%S")
+    notices.install([h for h in root.handlers if h not in before])
     logging.getLogger("trainsuite").setLevel(level)
     logging.getLogger("absl").setLevel(logging.WARNING)  # rouge-score logs "Using default tokenizer." per call
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def _quiet_libraries(quiet: bool) -> None:
+    """transformers' and datasets' own verbosity; imports them, so only once the config was read."""
+    import datasets
     import transformers
 
+    # datasets' bars are those of its cache files (our prepared-data entries, a line of ours says what
+    # was reused or stored); with --quiet transformers' (downloads, Trainer) go too
+    datasets.disable_progress_bars()
+    if quiet:
+        transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_warning()
-    warnings.filterwarnings("ignore", category=FutureWarning)
 
 
 def run(argv=None) -> int:
@@ -115,46 +131,67 @@ def run(argv=None) -> int:
         p.error(f"unrecognized arguments: {' '.join(extra)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
-    # bitsandbytes warns at import about an optional CPU kernel package; 4/8-bit works without it
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
-    from .signals import RunStopped  # imports transformers (and so bitsandbytes): after the line above
-    from .. import config
-    from ..config import redact
+    _setup_logging(getattr(args, "quiet", False))
+    try:
+        return _command(args)
+    except MISTAKES as exc:
+        return _last_words(f"error: {redact.scrub(exc)}", exc.exit_code)
+    except KeyboardInterrupt as exc:  # Ctrl-C outside training (during training: signals.py, exit 3)
+        # runner.train says what stays of a run; before it (imports, the config) nothing was written, and
+        # eval/predict write their files at the end, each in one rename
+        said = str(exc) or {"train": "before training started; nothing was written", "eval": "nothing was written",
+                            "predict": "nothing was written"}.get(args.command, f"{args.command} did not finish")
+        return _last_words(f"interrupted: {said}", EXIT_CTRL_C)
+
+
+def _last_words(line: str, code: int) -> int:
+    """The command's last line on stderr, after whatever the libraries still had buffered."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    print(line, file=sys.stderr, flush=True)
+    return code
+
+
+def _command(args) -> int:
+    if args.command == "merge":
+        from .merge import merge
+
+        with _stdout_to_stderr(quiet=False):
+            results = merge(args.run_dir, args.output, args.force)
+        print(json.dumps(results, indent=2))
+        return 0
+    if args.command in ("report", "init"):
+        return _report_or_init(args)
+    if getattr(args, "overwrite", False) and args.resume is not None:
+        raise UserError("--overwrite and --resume exclude each other: --resume continues the run in "
+                        "output_dir, --overwrite deletes it and starts again")
+    if isinstance(getattr(args, "resume", None), str) and "=" in args.resume and not os.path.isdir(args.resume):
+        # `--resume key=value`: argparse took an override for the optional CHECKPOINT
+        args.overrides, args.resume = [*args.overrides, args.resume], True
+    # the config and the data files' headers are checked before torch/transformers are imported (seconds
+    # of CPU): a mistake in either is reported at once (suites/config/validate.py)
+    if args.command in ("eval", "predict"):  # a command-line model.name_or_path wins over from_config
+        from ..config import inference
+
+        cfg = inference.load(args.config, args.overrides)
+    else:
+        from .. import config
+
+        cfg = config.load(args.config, args.overrides)
+    if args.quiet:
+        cfg.train["disable_tqdm"] = True
+    if args.command == "predict" and not os.path.isfile(args.input):
+        raise UserError(f"--input: file not found: {args.input}")
+    redact.install_log_filter(cfg.to_dict())  # no token or password in a log line
+    if getattr(cfg, "inference_note", None):
+        logging.getLogger("trainsuite").info("%s", cfg.inference_note)
+    _quiet_libraries(args.quiet)
+    if args.command == "inspect":
+        return _inspect(cfg, args)
+    from . import lock, runner
+    from .signals import RunStopped
 
     try:
-        if args.command == "merge":
-            from .merge import merge
-
-            with _stdout_to_stderr(quiet=False):
-                results = merge(args.run_dir, args.output, args.force)
-            print(json.dumps(results, indent=2))
-            return 0
-        if args.command in ("report", "init"):
-            return _report_or_init(args)
-        if getattr(args, "overwrite", False) and args.resume is not None:
-            raise UserError("--overwrite and --resume exclude each other: --resume continues the run in "
-                            "output_dir, --overwrite deletes it and starts again")
-        if isinstance(getattr(args, "resume", None), str) and "=" in args.resume and not os.path.isdir(args.resume):
-            # `--resume key=value`: argparse took an override for the optional CHECKPOINT
-            args.overrides, args.resume = [*args.overrides, args.resume], True
-        if args.command in ("eval", "predict"):  # a command-line model.name_or_path wins over from_config
-            from ..config import inference
-
-            cfg = inference.load(args.config, args.overrides)
-        else:
-            cfg = config.load(args.config, args.overrides)
-        if args.quiet:
-            cfg.train["disable_tqdm"] = True
-        if args.command == "predict" and not os.path.isfile(args.input):
-            raise UserError(f"--input: file not found: {args.input}")
-        _setup_logging(args.quiet)
-        redact.install_log_filter(cfg.to_dict())  # no token or password in a log line
-        if args.command == "inspect":
-            return _inspect(cfg, args)
-        if getattr(cfg, "inference_note", None):
-            logging.getLogger("trainsuite").info("%s", cfg.inference_note)
-        from . import lock, runner
-
         with _stdout_to_stderr(args.quiet), lock.hold(cfg.output_dir):  # one run per output_dir
             if args.command == "train":
                 results = runner.train(cfg, overwrite=args.overwrite, resume=args.resume)
@@ -162,12 +199,8 @@ def run(argv=None) -> int:
                 results = runner.evaluate(cfg)
             else:
                 results = runner.predict(cfg, args.input, args.output)
-    except MISTAKES as exc:
-        print(f"error: {redact.scrub(exc)}", file=sys.stderr)
-        return exc.exit_code
     except RunStopped as exc:
-        print(f"stopped: {redact.scrub(exc)}", file=sys.stderr)
-        return exc.exit_code
+        return _last_words(f"stopped: {redact.scrub(exc)}", exc.exit_code)
     if int(os.environ.get("RANK", "0")) == 0:
         _print_results(results)
     return 0

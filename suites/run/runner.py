@@ -5,6 +5,7 @@ Every family goes through the same three commands (train, eval, predict).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -96,32 +97,29 @@ def train(cfg, overwrite: bool = False, resume=None) -> dict:
     if resume and cfg.tokenizer.train_from_data:
         # a retrained tokenizer may number tokens differently: resume with the checkpoint's own
         cfg.tokenizer.train_from_data, cfg.tokenizer.name_or_path = False, resume
-    existed = os.path.isdir(cfg.output_dir) and not lock.made_by_lock(cfg.output_dir)
-    try:
-        family, task, tokenizer, trainer, data = build(cfg, "train")
-    except MISTAKES:
-        if not existed:  # a mistake found while preparing leaves no half-made run behind
-            shutil.rmtree(cfg.output_dir, ignore_errors=True)
-        raise
-    trainer.add_callback(signals.GracefulStop())  # SIGTERM/SIGINT: checkpoint, then exit 3
-    counts = parameter_counts(trainer.model)
-    log.info("model: %s parameters, %s trainable", f"{counts['params_total']:,}",
-             f"{counts['params_trainable']:,}")
-    log.info("%s", distributed.schedule_line(trainer.args, len(trainer.train_dataset)))
-    log_frequency.attach(trainer, cfg)  # a short run logs often enough to draw its curves
-    tracking.attach(cfg, trainer, counts)  # report_to: MLflow's local store, config and counts logged
-    if trainer.is_world_process_zero():
-        run_dir.write_marker(cfg.output_dir)  # this folder is a run's: a later --overwrite may clear it
-        _save_config(cfg)
-        task.save(cfg.output_dir)
-    run_totals.attach(trainer, resume)  # a resumed run's results cover its earlier sessions too
-    start = time.perf_counter()
-    try:
-        with phases.phase("train_loop_with_evaluations_and_checkpoints"):
-            out = trainer.train(resume_from_checkpoint=resume)
-    finally:  # also after a crash: the caller's own SIGINT/SIGTERM handling comes back
-        signals.restore_signal_handlers(trainer)
+    stop = signals.GracefulStop()  # SIGTERM/SIGINT during training: checkpoint, then exit 3
+    with _nothing_half_made(cfg, stop):
+        task, trainer, data, counts = _prepare(cfg, resume, stop)
+        start = time.perf_counter()
+        try:
+            with phases.phase("train_loop_with_evaluations_and_checkpoints"):
+                out = trainer.train(resume_from_checkpoint=resume)
+        finally:  # also after a crash: the caller's own SIGINT/SIGTERM handling comes back
+            signals.restore_signal_handlers(trainer)
     runtime = time.perf_counter() - start
+    try:
+        return _finish(cfg, trainer, out, data, counts, runtime, phases)
+    except KeyboardInterrupt:  # Ctrl-C after the signal handlers of training were restored
+        raise _interrupted_after_training(cfg) from None
+
+
+def _interrupted_after_training(cfg) -> KeyboardInterrupt:
+    return KeyboardInterrupt(f"after training, before its results were written; what it saved in "
+                             f"{cfg.output_dir} stays")
+
+
+def _finish(cfg, trainer, out, data, counts, runtime, phases) -> dict:
+    """The final save, the final evaluation, results.json and the report of a training run."""
     stopped_extra = signals.raise_if_stopped(trainer, cfg)  # a signal or a non-finite step
     stopped_extra.update(early_stopping.results(trainer))
     with phases.phase("final_save"):
@@ -139,6 +137,45 @@ def train(cfg, overwrite: bool = False, resume=None) -> dict:
         report.after_run(cfg.output_dir, trainer.state.log_history, record_environment=True)
     phase_timings.write(cfg.output_dir, trainer.state.log_history)
     return results
+
+
+def _prepare(cfg, resume, stop):
+    """Data, tokenizer, model and trainer of a training run; its config and task files written."""
+    family, task, tokenizer, trainer, data = build(cfg, "train")
+    trainer.add_callback(stop)
+    counts = parameter_counts(trainer.model)
+    log.info("model: %s parameters, %s trainable", f"{counts['params_total']:,}",
+             f"{counts['params_trainable']:,}")
+    log.info("%s", distributed.schedule_line(trainer.args, len(trainer.train_dataset)))
+    log_frequency.attach(trainer, cfg)  # a short run logs often enough to draw its curves
+    tracking.attach(cfg, trainer, counts)  # report_to: MLflow's local store, config and counts logged
+    if trainer.is_world_process_zero():
+        run_dir.write_marker(cfg.output_dir)  # this folder is a run's: a later --overwrite may clear it
+        _save_config(cfg)
+        task.save(cfg.output_dir)
+    run_totals.attach(trainer, resume)  # a resumed run's results cover its earlier sessions too
+    return task, trainer, data, counts
+
+
+@contextlib.contextmanager
+def _nothing_half_made(cfg, stop):
+    """A mistake found, or Ctrl-C (SIGINT, a KeyboardInterrupt until GracefulStop takes the signal over at
+    the first step), while a run prepares leaves no half-made run behind: the output_dir that this run
+    created is removed. An output_dir that existed before (--resume, --overwrite) stays."""
+    existed = os.path.isdir(cfg.output_dir) and not lock.made_by_lock(cfg.output_dir)
+    try:
+        yield
+    except (*MISTAKES, KeyboardInterrupt) as exc:
+        if stop.began:  # training ran: its checkpoints are the user's
+            if isinstance(exc, KeyboardInterrupt):
+                raise _interrupted_after_training(cfg) from None
+            raise
+        if not existed:
+            shutil.rmtree(cfg.output_dir, ignore_errors=True)
+        if isinstance(exc, KeyboardInterrupt):
+            kept = "" if not existed else f" ({cfg.output_dir} existed before this run and stays)"
+            raise KeyboardInterrupt(f"before training started; nothing was written{kept}") from None
+        raise
 
 
 def evaluate(cfg) -> dict:

@@ -49,6 +49,7 @@ class GracefulStop(TrainerCallback):
 
     def __init__(self):
         self.received = None  # the signal number, once one arrived
+        self.began = False  # training began: from here on a signal saves a checkpoint (before: Ctrl-C, exit 130)
         self.saved_step = None
         self._previous = {}
 
@@ -77,6 +78,7 @@ class GracefulStop(TrainerCallback):
         return flag
 
     def on_train_begin(self, args, state, control, **kwargs):
+        self.began = True
         try:
             for s in self.SIGNALS:
                 self._previous[s] = signal.signal(s, self._handle)
