@@ -33,7 +33,8 @@ def best_trial(study):
 
 def _trial_row(t) -> dict:
     value = t.value if t.value is not None else t.user_attrs.get("metric")
-    return {"number": t.number, "state": t.state.name.lower(), "params": dict(t.params), "metric": value,
+    state = {"FAIL": "failed"}.get(t.state.name, t.state.name.lower())
+    return {"number": t.number, "state": state, "params": dict(t.params), "metric": value,
             "duration_s": t.user_attrs.get("duration_s"), "dir": t.user_attrs.get("dir"),
             "steps": sorted(t.intermediate_values), "requeued": bool(t.user_attrs.get("requeued_as")),
             "reason": t.user_attrs.get("reason")}

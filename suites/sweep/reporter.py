@@ -38,7 +38,7 @@ class SweepReporter(TrainerCallback):
         if self.trial is not None:
             self.trial.report(float(metrics[self.key]), state.global_step)
             self.steps.append(state.global_step)
-            prune = self.trial.should_prune()
+            prune = bool(self.trial.should_prune())  # numpy.bool_ from the median pruner
         prune = _same_on_every_rank(prune)
         if prune:
             log.info("sweep: the pruner stops this trial at step %d (%s %.4g)", state.global_step,
