@@ -19,7 +19,7 @@ SWEEP_JSON = "sweep.json"
 
 
 def is_sweep_dir(path: str) -> bool:
-    from .worker import META
+    from .study import META
 
     return any(os.path.isfile(os.path.join(path, f)) for f in (SWEEP_JSON, META))
 
@@ -61,7 +61,7 @@ def write_all(out: str, study, meta: dict) -> dict:
 def from_dir(out: str) -> str:
     """`trainsuite report OUTPUT_DIR` on a sweep: the study reopened from sweep_command.json."""
     from . import study as studies
-    from .worker import META
+    from .study import META
 
     try:
         with open(os.path.join(out, META)) as fh:

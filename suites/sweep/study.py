@@ -12,6 +12,7 @@ import os
 import socket
 
 JOURNAL = "sweep.journal"
+META = "sweep_command.json"  # config, overrides, storage, study: what `trainsuite report` reopens it with
 OWNER = "worker"  # trial user attribute: "host:pid" of the sweep process running it
 REQUEUED = "requeued_as"  # on a trial that died with its worker: the number of the trial that replaced it
 TRIAL_ENV = "TRAINSUITE_SWEEP_TRIAL"  # storage|study|trial id, read in the trial's process (reporter.py)

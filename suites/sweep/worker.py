@@ -15,7 +15,6 @@ import time
 from ..errors import UserError
 from . import outputs, space, study as studies, trial as trials
 
-META = "sweep_command.json"  # what `trainsuite report` needs to reopen the study
 SURPLUS = "surplus"  # a trial asked for after the study already held enough (another worker was quicker)
 LOWER_IS_BETTER = ("loss", "perplexity", "mse", "mae", "rmse", "runtime")
 
@@ -74,7 +73,7 @@ def _write_meta(out: str, meta: dict) -> None:
 
     # a database password stays out of files: `trainsuite report` then reads the study from sweep.json
     safe = {**meta, "storage": meta["storage"] if scrub(meta["storage"]) == meta["storage"] else None}
-    with open(os.path.join(out, META), "w") as fh:
+    with open(os.path.join(out, studies.META), "w") as fh:
         json.dump(safe, fh, indent=2)
 
 
