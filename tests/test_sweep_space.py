@@ -110,3 +110,20 @@ def test_direction_is_inferred_from_the_metric(tmp_path, cls_config):
     assert direction_of(cfg, "eval_loss") == "minimize" and direction_of(cfg, "accuracy") == "maximize"
     cfg.sweep.direction = "minimize"
     assert direction_of(cfg, "accuracy") == "minimize"
+
+
+def test_a_spent_time_budget_starts_no_trial(tmp_path, cls_config):
+    cls_config["sweep"] = {"trials": 3, "timeout_s": 0, "space": {"train.learning_rate": {"uniform": [0.1, 0.2]}}}
+    proc = subprocess.run([sys.executable, "-m", "suites.run.cli", "sweep", write_yaml(tmp_path / "c.yaml", cls_config)],
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "sweep.timeout_s (0 s) reached: no new trial (0/3 finished)" in proc.stderr
+    out = cls_config["output_dir"]
+    assert sorted(os.listdir(out)) == ["sweep.html", "sweep.journal", "sweep.json", "sweep_command.json"]
+
+
+def test_a_multi_process_trial_goes_through_the_launcher():
+    from suites.sweep.trial import command
+
+    assert command("c.yaml", ["a=1"], 2)[1:6] == ["-m", "suites.run.launch", "--nproc", "2", "train"]
+    assert command("c.yaml", ["a=1"], 1)[1:5] == ["-m", "suites.run.cli", "train", "c.yaml"]
