@@ -36,7 +36,7 @@ def _trial_row(t) -> dict:
     state = {"FAIL": "failed"}.get(t.state.name, t.state.name.lower())
     return {"number": t.number, "state": state, "params": dict(t.params), "metric": value,
             "duration_s": t.user_attrs.get("duration_s"), "dir": t.user_attrs.get("dir"),
-            "steps": sorted(t.intermediate_values), "requeued": bool(t.user_attrs.get("requeued_as")),
+            "steps": sorted(t.intermediate_values), "requeued": bool(t.user_attrs.get("requeued")),
             "reason": t.user_attrs.get("reason")}
 
 

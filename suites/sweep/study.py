@@ -14,7 +14,7 @@ import socket
 JOURNAL = "sweep.journal"
 META = "sweep_command.json"  # config, overrides, storage, study: what `trainsuite report` reopens it with
 OWNER = "worker"  # trial user attribute: "host:pid" of the sweep process running it
-REQUEUED = "requeued_as"  # on a trial that died with its worker: the number of the trial that replaced it
+REQUEUED = "requeued"  # on a trial that died with its worker: its parameters were queued again
 TRIAL_ENV = "TRAINSUITE_SWEEP_TRIAL"  # storage|study|trial id, read in the trial's process (reporter.py)
 TRIAL_FILE = "sweep_trial.json"  # in a trial's run dir: what the pruner decided (reporter.py)
 
@@ -90,6 +90,7 @@ def _alive(owner: str) -> bool:
 def requeue_orphans(study) -> list[int]:
     """A RUNNING trial whose sweep process on this machine is gone is marked failed and its parameters
     queued again (the next trial asked for gets them, under a new number and a new directory)."""
+    from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
     numbers = []
@@ -97,9 +98,11 @@ def requeue_orphans(study) -> list[int]:
         owner = t.user_attrs.get(OWNER)
         if owner is None or _alive(owner):
             continue
-        study._storage.set_trial_user_attr(t._trial_id, REQUEUED, True)
-        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        try:  # two workers starting together both see it: the storage lets one of them finish it
+            study._storage.set_trial_user_attr(t._trial_id, REQUEUED, True)
+            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        except UpdateFinishedTrialError:
+            continue
         study.enqueue_trial(t.params, skip_if_exists=False)
         numbers.append(t.number)
     return numbers
-
