@@ -106,3 +106,18 @@ def test_two_workers_share_one_study_and_the_outputs(tmp_path, cls_config):
     os.remove(os.path.join(out, "sweep.html"))
     again = subprocess.run([*sweep_cmd(out)[:3], "report", out], capture_output=True, text=True, cwd=REPO)
     assert again.returncode == 0 and os.path.isfile(os.path.join(out, "sweep.html")), again.stderr[-2000:]
+
+
+def test_a_two_process_trial_runs_through_the_launcher_and_stops_on_every_rank(tmp_path, cls_config):
+    """sweep.nproc: 2 (gloo on CPU): rank 0 asks the pruner, the other rank follows (else it would wait
+    for rank 0 in the next step's all-reduce)."""
+    cfg = sweep_config(cls_config, trials=3, max_steps=8, nproc=2)
+    out = cfg["output_dir"]
+    os.makedirs(out)
+    _good_trials(os.path.join(out, "sweep.journal"), "run")
+    proc = run_sweep(write_yaml(tmp_path / "c.yaml", cfg))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trial = read_sweep(out)["trials"][2]
+    assert trial["state"] == "pruned" and trial["steps"] == [2]
+    with open(os.path.join(out, "trial-002", "results.json")) as fh:
+        assert json.load(fh)["world_size"] == 2
