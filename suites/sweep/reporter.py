@@ -19,7 +19,7 @@ log = logging.getLogger("trainsuite")
 
 class SweepReporter(TrainerCallback):
     def __init__(self, env_value: str, cfg, metric: str):
-        storage_url, study_name, trial_id = env_value.rsplit("|", 2)
+        where = json.loads(env_value)  # {storage, study, trial_id}
         self.key = metric_key(metric)
         self.output_dir = cfg.output_dir
         self.rank0 = int(os.environ.get("RANK", "0")) == 0
@@ -27,8 +27,8 @@ class SweepReporter(TrainerCallback):
         if self.rank0:
             import optuna
 
-            study = load_study(storage_url, study_name, cfg.sweep.pruner)
-            self.trial = optuna.Trial(study, int(trial_id))
+            study = load_study(where["storage"], where["study"], cfg.sweep.pruner)
+            self.trial = optuna.Trial(study, int(where["trial_id"]))
         self.steps = []
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):

@@ -15,7 +15,7 @@ JOURNAL = "sweep.journal"
 META = "sweep_command.json"  # config, overrides, storage, study: what `trainsuite report` reopens it with
 OWNER = "worker"  # trial user attribute: "host:pid" of the sweep process running it
 REQUEUED = "requeued"  # on a trial that died with its worker: its parameters were queued again
-TRIAL_ENV = "TRAINSUITE_SWEEP_TRIAL"  # storage|study|trial id, read in the trial's process (reporter.py)
+TRIAL_ENV = "TRAINSUITE_SWEEP_TRIAL"  # JSON {storage, study, trial_id}, read in the trial's process (reporter.py)
 TRIAL_FILE = "sweep_trial.json"  # in a trial's run dir: what the pruner decided (reporter.py)
 
 

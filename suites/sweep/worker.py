@@ -54,6 +54,8 @@ def sweep(config_path: str, overrides: list[str], trials_n=None, storage=None, s
     out = os.path.abspath(cfg.output_dir)
     os.makedirs(out, exist_ok=True)
     metric = studies.sweep_metric(cfg)
+    if storage and "://" not in storage:
+        storage = os.path.abspath(storage)  # a journal file: the same one from any folder
     meta = {"config": os.path.abspath(config_path), "overrides": list(overrides),
             "storage": storage or studies.default_storage(out), "study": study_name or os.path.basename(out),
             "metric": studies.metric_key(metric), "direction": direction_of(cfg, metric), "trials": cfg.sweep.trials,
@@ -110,7 +112,7 @@ def work(study, cfg, params, config_path, overrides, meta, out) -> None:
         values = {p.key: p.suggest(trial) for p in params}
         run_dir = trials.trial_dir(out, trial.number)
         trial.set_user_attr("dir", os.path.basename(run_dir))
-        env_value = f"{meta['storage']}|{meta['study']}|{trial._trial_id}"
+        env_value = json.dumps({"storage": meta["storage"], "study": meta["study"], "trial_id": trial._trial_id})
         began = time.monotonic()
         outcome = trials.run(config_path, [*overrides, *(space.override(k, v) for k, v in values.items())],
                              run_dir, env_value, meta["metric"], cfg.sweep.nproc)
