@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 from ..outputs.figures import _plt, _png
 
@@ -46,24 +47,29 @@ def parallel_png(data: dict):
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 3.6))
     axes = keys + [data["metric"]]
-    cols = []
-    for k in keys:  # each parameter scaled to [0, 1]; a choice by its position among the values seen
+    cols, labels = [], []
+    for k in keys:  # each parameter scaled to [0, 1] (log where it spans a decade); a choice by its rank
         vals = [t["params"].get(k) for t in scored]
         if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
             lo, hi = min(vals), max(vals)
-            cols.append([(v - lo) / (hi - lo) if hi > lo else 0.5 for v in vals])
+            log_scale = lo > 0 and hi / lo >= 10
+            f = math.log10 if log_scale else float
+            cols.append([(f(v) - f(lo)) / (f(hi) - f(lo)) if hi > lo else 0.5 for v in vals])
+            labels.append(f"{k}\n{lo:.3g} to {hi:.3g}{' (log)' if log_scale else ''}")
         else:
             seen = sorted({str(v) for v in vals})
             cols.append([seen.index(str(v)) / max(1, len(seen) - 1) for v in vals])
+            labels.append(f"{k}\n{', '.join(seen)}")
     metrics = [t["metric"] for t in scored]
     lo, hi = min(metrics), max(metrics)
     cols.append([(m - lo) / (hi - lo) if hi > lo else 0.5 for m in metrics])
+    labels.append(f"{data['metric']}\n{lo:.4g} to {hi:.4g}")
     cmap = plt.get_cmap("viridis")
     for i in range(len(scored)):
         shade = cols[-1][i] if data["direction"] == "maximize" else 1 - cols[-1][i]
         ax.plot(range(len(axes)), [c[i] for c in cols], color=cmap(shade), alpha=0.8)
     ax.set_xticks(range(len(axes)))
-    ax.set_xticklabels(axes, rotation=15, fontsize=8)
+    ax.set_xticklabels(labels, fontsize=8)
     ax.set_yticks([])
     ax.set_title("each line a trial; colour: the metric (yellow = better)", fontsize=9)
     return _png(fig)

@@ -115,7 +115,7 @@ def page(study, data: dict) -> str:
     figs = [("Optimization history", history_png(data)), ("Parallel coordinates", parallel_png(data))]
     imp = importance(study)
     if imp:
-        figs.append(("Parameter importances (fANOVA)", importance_png(imp)))
+        figs.append(("Parameter importances (fANOVA over the complete trials)", importance_png(imp)))
     body = []
     best = data["best"]
     if best:
