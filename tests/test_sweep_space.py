@@ -127,3 +127,20 @@ def test_a_multi_process_trial_goes_through_the_launcher():
 
     assert command("c.yaml", ["a=1"], 2)[1:6] == ["-m", "suites.run.launch", "--nproc", "2", "train"]
     assert command("c.yaml", ["a=1"], 1)[1:5] == ["-m", "suites.run.cli", "train", "c.yaml"]
+
+
+def test_the_sweep_process_imports_no_torch():
+    # the sweep process only checks configs and talks to the study: torch and transformers load in the
+    # trials' processes; optuna loads when a sweep opens its study
+    code = ("import sys, suites.run.cli, suites.sweep.worker; print(sorted(m for m in "
+            "('torch', 'transformers', 'datasets', 'optuna') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_demo_sweep_config_is_valid():
+    from suites.sweep.worker import prepare
+
+    cfg, params = prepare(os.path.join(REPO, "configs", "demo-sweep.yaml"), [], None)
+    assert cfg.sweep.trials == 6 and cfg.sweep.pruner == "median"
+    assert [p.key for p in params] == ["train.learning_rate", "train.warmup_steps"]
