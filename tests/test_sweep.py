@@ -121,3 +121,24 @@ def test_a_two_process_trial_runs_through_the_launcher_and_stops_on_every_rank(t
     assert trial["state"] == "pruned" and trial["steps"] == [2]
     with open(os.path.join(out, "trial-002", "results.json")) as fh:
         assert json.load(fh)["world_size"] == 2
+
+
+def test_ctrl_c_queues_the_running_trial_again(tmp_path, cls_config):
+    cfg = sweep_config(cls_config, trials=1, max_steps=8)
+    out, path = cfg["output_dir"], write_yaml(tmp_path / "c.yaml", cfg)
+    proc = subprocess.Popen(sweep_cmd(path), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 300
+    while not os.path.isdir(os.path.join(out, "trial-000")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)  # waiting for the trial's run to start: nothing else to wait on
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 130, err[-2000:]
+    assert err.strip().splitlines()[-1] == ("interrupted: trial 0 stopped and queued again; run the same "
+                                           "command to continue the sweep")
+    from suites.sweep.study import load_study
+
+    study = load_study(os.path.join(out, "sweep.journal"), "run")
+    assert [t.state.name for t in study.trials] == ["FAIL", "WAITING"]
+    assert study.trials[1].system_attrs["fixed_params"] == study.trials[0].params  # queued again
+    assert study.trials[0].user_attrs["requeued"]

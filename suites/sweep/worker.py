@@ -114,8 +114,15 @@ def work(study, cfg, params, config_path, overrides, meta, out) -> None:
         trial.set_user_attr("dir", os.path.basename(run_dir))
         env_value = json.dumps({"storage": meta["storage"], "study": meta["study"], "trial_id": trial._trial_id})
         began = time.monotonic()
-        outcome = trials.run(config_path, [*overrides, *(space.override(k, v) for k, v in values.items())],
-                             run_dir, env_value, meta["metric"], cfg.sweep.nproc)
+        try:
+            outcome = trials.run(config_path, [*overrides, *(space.override(k, v) for k, v in values.items())],
+                                 run_dir, env_value, meta["metric"], cfg.sweep.nproc)
+        except KeyboardInterrupt:  # Ctrl-C: this trial is queued again for the next `trainsuite sweep`
+            trial.set_user_attr(studies.REQUEUED, True)
+            study.tell(trial, state=TrialState.FAIL)
+            study.enqueue_trial(values, skip_if_exists=False)
+            raise KeyboardInterrupt(f"trial {trial.number} stopped and queued again; run the same command "
+                                    f"to continue the sweep") from None
         trial.set_user_attr("duration_s", round(time.monotonic() - began, 2))
         if outcome.value is not None:
             trial.set_user_attr("metric", outcome.value)
