@@ -91,6 +91,8 @@ def test_chat_answers_as_predict_generates(client, server):
     assert choice.finish_reason == "length" and reply.usage.completion_tokens == tokens == 12
     assert reply.usage.prompt_tokens == len(served.tokenizer(prompt, add_special_tokens=False)["input_ids"])
     assert reply.object == "chat.completion" and reply.model == "run" and reply.id.startswith("chatcmpl-")
+    sampled = chat(client, PROMPTS[1], temperature=0.9, top_p=0.9).choices[0]
+    assert isinstance(sampled.message.content, str) and sampled.finish_reason in ("stop", "length")
 
 
 def test_stream_chunks_add_up_to_the_reply(client):
@@ -215,3 +217,42 @@ def test_command_line_mistakes_exit_2_naming_them(tmp_path, capsys):
     assert f"{tmp_path} holds no trained model" in capsys.readouterr().err
     assert "pip install 'trainsuite[serve]'" in missing_extra(("fastapi", "no_such_module_for_serve"))
     assert missing_extra(("fastapi", "uvicorn")) is None
+
+
+def test_a_lora_run_is_served_on_its_base(tmp_path):
+    """The adapter loads on the base its adapter_config.json names: the reply is the merged model's, not the base's."""
+    import torch
+    from fastapi.testclient import TestClient
+    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+    from suites.config.schema import GenerationConfig
+    from suites.serve.server import prepare
+    from suites.sft import generate
+    from tasks.instruction import CHATML_TEMPLATE
+    from tasks.tokenizer import CHAT_LIKE, train_tokenizer
+    from tests.sft_common import WORDS, chat_rows
+
+    base = str(tmp_path / "base")
+    tok = train_tokenizer([f"repeat: {' '.join(WORDS)}"] * 5, 300, CHAT_LIKE)
+    tok.chat_template = CHATML_TEMPLATE
+    fields = {k: v for k, v in TINY_LLAMA.items() if k != "model_type"}
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                                 initializer_range=0.2, **fields)).save_pretrained(base)
+    tok.save_pretrained(base)
+    raw = sft_config(tmp_path, chat_rows(8), chat_rows(4, 1), peft={"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]})
+    raw["model"], raw["tokenizer"] = {"name_or_path": base}, {}
+    raw["train"].update(max_steps=2, per_device_train_batch_size=4, learning_rate=0.05)
+    assert run(["train", write_yaml(tmp_path / "c.yaml", raw), "--quiet"]) == 0
+    assert run(["merge", raw["output_dir"], "--output", str(tmp_path / "merged")]) == 0
+
+    served, batcher, app = prepare(raw["output_dir"], api_key=None, max_batch=4)
+    try:
+        body = {"model": "run", "messages": [{"role": "user", "content": "repeat: red cat"}], "max_tokens": 10}
+        reply = TestClient(app).post("/v1/chat/completions", json=body).json()["choices"][0]["message"]["content"]
+    finally:
+        batcher.close()
+    prompt = tok.apply_chat_template(body["messages"], add_generation_prompt=True, tokenize=False)
+    answers = [generate(AutoModelForCausalLM.from_pretrained(path), tok, [prompt], GenerationConfig(max_new_tokens=10), 1)[0][0]
+               for path in (str(tmp_path / "merged"), base)]
+    assert hasattr(served.model, "peft_config") and reply == answers[0] != answers[1] and reply
