@@ -171,6 +171,9 @@ def test_bad_requests_get_openai_errors(client, server):
     assert reply.json()["error"]["type"] == "invalid_request_error" and "messages.0.role" in reply.json()["error"]["message"]
     reply = httpx.post(server[0].url + "/v1/classify", headers={"Authorization": f"Bearer {KEY}"}, json={"input": "x"})
     assert reply.status_code == 400 and "classification runs" in reply.json()["error"]["message"]
+    auth_json = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    reply = httpx.post(server[0].url + "/v1/completions", headers=auth_json, content=b"{oops")
+    assert (reply.status_code, reply.json()["error"]["message"]) == (400, "the request body is not valid JSON")
 
 
 def test_a_wrong_or_missing_key_gets_401(server):
@@ -206,7 +209,7 @@ def test_classify_answers_as_predict(tmp_path):
 
 
 def test_command_line_mistakes_exit_2_naming_them(tmp_path, capsys):
-    from suites.serve.server import missing_extra
+    from suites.serve.server import is_loopback, missing_extra
 
     assert run(["serve", str(tmp_path / "nowhere")]) == 2
     assert "nowhere: no such directory" in capsys.readouterr().err
@@ -217,6 +220,8 @@ def test_command_line_mistakes_exit_2_naming_them(tmp_path, capsys):
     assert f"{tmp_path} holds no trained model" in capsys.readouterr().err
     assert "pip install 'trainsuite[serve]'" in missing_extra(("fastapi", "no_such_module_for_serve"))
     assert missing_extra(("fastapi", "uvicorn")) is None
+    assert [is_loopback(h) for h in ("127.0.0.1", "::1", "localhost", "0.0.0.0", "10.1.2.3", "myhost")] == \
+        [True, True, True, False, False, False]  # a warning without --api-key on the last three
 
 
 def test_a_lora_run_is_served_on_its_base(tmp_path):

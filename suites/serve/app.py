@@ -54,9 +54,11 @@ def build_app(served, batcher: Batcher | None, api_key: str | None = None) -> Fa
     @app.exception_handler(RequestValidationError)
     async def invalid(request, exc: RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {}
+        if first.get("type") == "json_invalid":
+            return _error(ApiError(400, "the request body is not valid JSON"))
         loc = [str(p) for p in first.get("loc", ()) if p != "body"]
         where = ".".join(loc) or None
-        message = f"{where}: {first.get('msg', 'invalid')}" if where else first.get("msg", "invalid request body")
+        message = f"{where or 'the request body'}: {first.get('msg', 'invalid')}"
         return _error(ApiError(400, message, param=where))
 
     @app.exception_handler(HTTPException)

@@ -48,7 +48,11 @@ def check_run_dir(run_dir: str):
         raise UserError(f"serve: {run_dir}: no such directory")
     from ..config.loader import saved
 
-    cfg = saved(_run_config_path(run_dir))
+    path = _run_config_path(run_dir)
+    try:
+        cfg = saved(path)
+    except UserError as exc:  # a run config of another trainsuite version, edited by hand, ...
+        raise UserError(f"serve: {path}: {exc}") from None
     if cfg.task not in SERVED_TASKS:
         raise UserError(f"serve: {run_dir} is a {cfg.task} run; serve takes sft and classification runs")
     if not any(os.path.isfile(os.path.join(run_dir, f)) for f in ("config.json", "adapter_config.json")):

@@ -39,12 +39,11 @@ def prepare(run_dir: str, api_key: str | None, max_batch: int):
     if problem:
         raise UserError(problem)
     from .app import build_app
-    from .loading import check_run_dir, load_run
+    from .loading import load_run
 
     if max_batch < 1:
         raise UserError(f"serve: --max-batch must be at least 1, got {max_batch}")
-    check_run_dir(run_dir)  # a mistake in RUN_DIR fails before any model loads
-    served = load_run(run_dir)
+    served = load_run(run_dir)  # a mistake in RUN_DIR fails before any model loads
     batcher = None
     if served.task == "sft":
         from ..generation import generation_settings
