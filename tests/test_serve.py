@@ -261,3 +261,32 @@ def test_a_lora_run_is_served_on_its_base(tmp_path):
     answers = [generate(AutoModelForCausalLM.from_pretrained(path), tok, [prompt], GenerationConfig(max_new_tokens=10), 1)[0][0]
                for path in (str(tmp_path / "merged"), base)]
     assert hasattr(served.model, "peft_config") and reply == answers[0] != answers[1] and reply
+
+
+@pytest.mark.slow
+def test_the_command_serves_with_the_key_from_the_environment_and_never_logs_it(sft_run):
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TRAINSUITE_API_KEY": "env-secret-77"}
+    proc = subprocess.Popen([sys.executable, "-m", "suites.run.cli", "serve", sft_run, "--port", "0"],
+                            env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    log = []
+    try:
+        for line in proc.stderr:  # blocks until uvicorn says where it listens (port 0: a free one)
+            log.append(line)
+            found = re.search(r"Uvicorn running on (http://\S+)", line)
+            if found:
+                break
+        url = found.group(1)
+        assert httpx.get(url + "/v1/models").status_code == 401
+        assert httpx.get(url + "/v1/models", headers={"Authorization": "Bearer env-secret-77"}).json()["data"][0]["id"] == "run"
+    finally:
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: uvicorn shuts down, the command exits 0
+        log += proc.stderr.read()
+        proc.wait(timeout=60)
+    text = "".join(log)
+    assert proc.returncode == 0 and "serving" in text and "env-secret-77" not in text

@@ -67,6 +67,8 @@ def serve(run_dir: str, host: str = "127.0.0.1", port: int = 8000, api_key: str 
              port, f", batches of up to {max_batch}" if batcher else "")
     try:
         uvicorn.run(app, host=host, port=port, log_level="info")
+    except KeyboardInterrupt:  # uvicorn shut down cleanly on Ctrl-C, then raises the signal again
+        pass
     finally:
         if batcher is not None:
             batcher.close()
