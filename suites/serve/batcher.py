@@ -28,6 +28,7 @@ from ..generation import STOP_EOS, STOP_LENGTH, decode_completion
 
 log = logging.getLogger("trainsuite")
 
+BEAM_ONLY = ("length_penalty", "early_stopping")  # of generation_settings(): a stream is one sequence, no beams
 GATHER_SECONDS = 0.02  # how long the first request of a round waits for others to join its batch
 
 
@@ -163,7 +164,8 @@ class Batcher:
         log.info("serve: generating a batch of %d request(s)", len(jobs))
         enc = self.tokenizer.pad({"input_ids": [j.prompt_ids for j in jobs]}, padding=True, return_tensors="pt")
         device = next(self.model.parameters()).device
-        kwargs = dict(self.settings, num_beams=1, max_new_tokens=max(j.max_new_tokens for j in jobs))
+        kwargs = {k: v for k, v in self.settings.items() if k not in BEAM_ONLY}
+        kwargs.update(num_beams=1, max_new_tokens=max(j.max_new_tokens for j in jobs))
         sampling = jobs[0].sampling
         kwargs.update(do_sample=sampling is not None)
         if sampling is not None:

@@ -49,6 +49,9 @@ def prepare(run_dir: str, api_key: str | None, max_batch: int):
         from ..generation import generation_settings
         from .batcher import Batcher
 
+        if served.cfg.generation.num_beams > 1:
+            log.info("serve: generation.num_beams=%d is not used: each reply is one sequence, greedy or sampled",
+                     served.cfg.generation.num_beams)
         batcher = Batcher(served.model, served.tokenizer, served.stop_ids,
                           generation_settings(served.cfg.generation), max_batch).start()
     return served, batcher, build_app(served, batcher, api_key)
