@@ -184,27 +184,44 @@ def test_a_wrong_or_missing_key_gets_401(server):
     assert reply.status_code == 401 and reply.json()["error"]["code"] == "invalid_api_key"
 
 
-def test_classify_answers_as_predict(tmp_path):
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_classify_answers_as_predict(tmp_path, lora):
+    """A full run, and a LoRA run with three labels (its base takes the trained head's shape first)."""
     from fastapi.testclient import TestClient
+    from transformers import AutoConfig, AutoModel
 
     from suites.serve.server import prepare
+    from tasks.tokenizer import BERT_LIKE, train_tokenizer
     from tests.conftest import TINY_BERT
 
+    rows = sentiment_rows(48, 0)
     cfg = {"task": "classification", "output_dir": str(tmp_path / "run"), "model": {"from_config": dict(TINY_BERT)},
            "tokenizer": {"train_from_data": True, "vocab_size": 120, "algorithm": "wordpiece"},
-           "data": {"train": write_jsonl(tmp_path / "train.jsonl", sentiment_rows(48, 0)), "max_length": 32},
+           "data": {"max_length": 32},
            "train": {"max_steps": 3, "per_device_train_batch_size": 16, "save_strategy": "no", "use_cpu": True}}
+    if lora:
+        for i, r in enumerate(rows):
+            r["label"] = ["neg", "pos", "mixed"][i % 3]
+        tok = train_tokenizer((r["text"] for r in rows), 120, BERT_LIKE, "wordpiece")
+        AutoModel.from_config(AutoConfig.for_model(**TINY_BERT, vocab_size=len(tok))).save_pretrained(tmp_path / "base")
+        tok.save_pretrained(tmp_path / "base")
+        cfg.pop("tokenizer")
+        cfg["model"] = {"name_or_path": str(tmp_path / "base")}
+        cfg["peft"] = {"r": 4, "target_modules": ["query", "value"]}
+    cfg["data"]["train"] = write_jsonl(tmp_path / "train.jsonl", rows)
     path = write_yaml(tmp_path / "c.yaml", cfg)
     assert run(["train", path, "--quiet"]) == 0
     texts = [r["text"] for r in sentiment_rows(5, 3)]
     assert run(["predict", path, f"model.name_or_path={cfg['output_dir']}", "--quiet", "--input",
-                write_jsonl(tmp_path / "in.jsonl", [{"text": t} for t in texts]), "--output", str(tmp_path / "p.jsonl")]) == 0
+                write_jsonl(tmp_path / "in.jsonl", [{"text": t} for t in texts]), "--output",
+                str(tmp_path / "p.jsonl")]) == 0
     predicted = [json.loads(line) for line in open(tmp_path / "p.jsonl")]
     served, batcher, app = prepare(cfg["output_dir"], api_key=None, max_batch=8)
-    assert batcher is None
+    assert batcher is None and hasattr(served.model, "peft_config") == lora
     answer = TestClient(app).post("/v1/classify", json={"input": texts}).json()["data"]
     assert [a["label"] for a in answer] == [p["label"] for p in predicted]
     for a, p in zip(answer, predicted):
+        assert len(a["probabilities"]) == (3 if lora else 2)
         assert a["probabilities"] == pytest.approx(p["probabilities"], abs=1e-5)
 
 

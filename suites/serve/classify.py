@@ -15,13 +15,21 @@ from .schemas import ApiError
 BATCH = 32  # texts per forward pass
 
 
+def saved_labels(run_dir: str) -> tuple[str, list] | None:
+    """(problem_type, label names in the head's order) from the run's label_map.json, if it has one."""
+    path = os.path.join(run_dir, LABEL_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as fh:
+        saved = json.load(fh)
+    return saved["problem_type"], saved["labels"]
+
+
 def labels_of(served) -> tuple[str, list]:
-    """(problem_type, label names in the head's order): the run's label_map.json, else the model config."""
-    path = os.path.join(served.run_dir, LABEL_FILE)
-    if os.path.isfile(path):
-        with open(path) as fh:
-            saved = json.load(fh)
-        return saved["problem_type"], saved["labels"]
+    """The run's label_map.json, else the model config's id2label."""
+    saved = saved_labels(served.run_dir)
+    if saved is not None:
+        return saved
     conf = served.model.config
     id2label = {int(k): v for k, v in (conf.id2label or {}).items()}
     return conf.problem_type or SINGLE, [id2label[i] for i in sorted(id2label)]

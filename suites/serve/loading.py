@@ -78,8 +78,10 @@ def load_run(run_dir: str) -> ServedRun:
         tokenizer = AutoTokenizer.from_pretrained(run_dir)
     except (OSError, ValueError) as exc:
         raise UserError(f"serve: {run_dir}: its tokenizer could not be loaded: {str(exc).splitlines()[0]}") from None
-    auto_cls = AutoModelForCausalLM if cfg.task == "sft" else AutoModelForSequenceClassification
-    model = load_model(cfg, auto_cls, tokenizer)
+    if cfg.task == "sft":
+        model = load_model(cfg, AutoModelForCausalLM, tokenizer)
+    else:  # a LoRA run's base gets the trained head's shape before the adapter (and its head) go on
+        model = load_model(cfg, AutoModelForSequenceClassification, tokenizer, _head_shape(run_dir))
     if cuda and cfg.quantization is None:
         model.to("cuda")
     model.eval()
@@ -87,6 +89,22 @@ def load_run(run_dir: str) -> ServedRun:
     if cfg.task == "sft":
         _chat_setup(served)
     return served
+
+
+def _head_shape(run_dir: str) -> dict:
+    """config.json updates that shape a classification head as training did (suites/classification.py)."""
+    from tasks.classification import REGRESSION
+
+    from .classify import saved_labels
+
+    saved = saved_labels(run_dir)
+    if saved is None:  # an older run without label_map.json: its config.json has the head
+        return {}
+    problem_type, labels = saved
+    if problem_type == REGRESSION:
+        return {"problem_type": problem_type, "num_labels": 1}
+    return {"problem_type": problem_type, "num_labels": len(labels), "id2label": dict(enumerate(labels)),
+            "label2id": {name: i for i, name in enumerate(labels)}}
 
 
 def _chat_setup(served: ServedRun) -> None:
