@@ -168,7 +168,8 @@ def test_bad_requests_get_openai_errors(client, server):
     reply = httpx.post(server[0].url + "/v1/chat/completions", headers={"Authorization": f"Bearer {KEY}"},
                        json={"model": "run", "messages": [{"role": "wizard", "content": "hi"}]})
     assert reply.status_code == 400
-    assert reply.json()["error"]["type"] == "invalid_request_error" and "messages.0.role" in reply.json()["error"]["message"]
+    error = reply.json()["error"]
+    assert error["type"] == "invalid_request_error" and "messages.0.role" in error["message"]
     reply = httpx.post(server[0].url + "/v1/classify", headers={"Authorization": f"Bearer {KEY}"}, json={"input": "x"})
     assert reply.status_code == 400 and "classification runs" in reply.json()["error"]["message"]
     auth_json = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
@@ -262,7 +263,8 @@ def test_a_lora_run_is_served_on_its_base(tmp_path):
     LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
                                  initializer_range=0.2, **fields)).save_pretrained(base)
     tok.save_pretrained(base)
-    raw = sft_config(tmp_path, chat_rows(8), chat_rows(4, 1), peft={"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]})
+    raw = sft_config(tmp_path, chat_rows(8), chat_rows(4, 1),
+                     peft={"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]})
     raw["model"], raw["tokenizer"] = {"name_or_path": base}, {}
     raw["train"].update(max_steps=2, per_device_train_batch_size=4, learning_rate=0.05)
     assert run(["train", write_yaml(tmp_path / "c.yaml", raw), "--quiet"]) == 0
@@ -275,7 +277,8 @@ def test_a_lora_run_is_served_on_its_base(tmp_path):
     finally:
         batcher.close()
     prompt = tok.apply_chat_template(body["messages"], add_generation_prompt=True, tokenize=False)
-    answers = [generate(AutoModelForCausalLM.from_pretrained(path), tok, [prompt], GenerationConfig(max_new_tokens=10), 1)[0][0]
+    gen = GenerationConfig(max_new_tokens=10)
+    answers = [generate(AutoModelForCausalLM.from_pretrained(path), tok, [prompt], gen, 1)[0][0]
                for path in (str(tmp_path / "merged"), base)]
     assert hasattr(served.model, "peft_config") and reply == answers[0] != answers[1] and reply
 
@@ -300,7 +303,8 @@ def test_the_command_serves_with_the_key_from_the_environment_and_never_logs_it(
                 break
         url = found.group(1)
         assert httpx.get(url + "/v1/models").status_code == 401
-        assert httpx.get(url + "/v1/models", headers={"Authorization": "Bearer env-secret-77"}).json()["data"][0]["id"] == "run"
+        models = httpx.get(url + "/v1/models", headers={"Authorization": "Bearer env-secret-77"}).json()
+        assert models["data"][0]["id"] == "run"
     finally:
         proc.send_signal(signal.SIGINT)  # Ctrl-C: uvicorn shuts down, the command exits 0
         log += proc.stderr.read()

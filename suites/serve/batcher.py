@@ -41,7 +41,7 @@ class Job:
     max_new_tokens: int
     sampling: tuple | None  # (temperature, top_p); None: greedy
     stop: tuple = ()  # stop strings: the text ends before the first one
-    emit: Callable = print
+    emit: Callable = lambda event: None  # noqa: E731
     ids: list = field(default_factory=list)
     sent: str = ""
     finish: str | None = None
