@@ -31,7 +31,8 @@ from tasks.tokenizer import CHAT_LIKE
 from .base import SuiteTrainer
 from .distributed import model_is_sharded
 from .family import Family, pad_multiple
-from .generation import STOP_EOS, STOP_LENGTH, generate_in_order, generation_batch_size, generation_settings
+from .generation import (STOP_EOS, STOP_LENGTH, decode_completion, generate_in_order, generation_batch_size,
+                         generation_settings)
 from .modeling import apply_peft, load_model
 from .sft_speed import attention_kwargs, speed_defaults, use_generation_attention
 
@@ -148,19 +149,6 @@ class SuiteSFTTrainer(SuiteTrainer, trl.SFTTrainer):
 
 def stop_token_ids(tokenizer) -> list[int]:
     return end_of_turn_ids(tokenizer)  # what `trainsuite inspect` checks is trained at the end of each reply
-
-
-def decode_completion(tokenizer, ids: list[int]) -> str:
-    """The generated ids decoded as one sequence. A byte-level model may stop (at a stop token or at
-    max_new_tokens) after the first bytes of a character: those bytes decode to U+FFFD, which is no text
-    the model wrote, so up to 3 such trailing tokens (a UTF-8 character has at most 4 bytes) are left out."""
-    text = tokenizer.decode(ids, skip_special_tokens=True)
-    for drop in range(1, min(3, len(ids)) + 1) if text.endswith("\ufffd") else ():
-        shorter = tokenizer.decode(ids[:-drop], skip_special_tokens=True)
-        if not shorter.endswith("\ufffd"):
-            text = shorter
-            break
-    return text.strip()
 
 
 @torch.no_grad()

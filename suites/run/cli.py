@@ -6,6 +6,7 @@
     trainsuite inspect CONFIG.yaml [--rows N] [dotted.key=value ...]
     trainsuite report  RUN_DIR [RUN_DIR ...] [--output FILE]
     trainsuite init    {classification,seq2seq,sft} [--output FILE]
+    trainsuite serve   RUN_DIR [--host 127.0.0.1] [--port 8000] [--api-key KEY] [--max-batch 8]
 
 A user mistake (config, data, command line) prints one line `error: ...` and exits with 2.
 stdout carries only the command's result (JSON for train/eval/predict/merge): what libraries print
@@ -39,6 +40,7 @@ EPILOG = """examples:
   trainsuite report runs/a runs/b --output ab.html # compare runs on one page
   trainsuite init classification --output my.yaml  # a commented starter config
   trainsuite merge runs/sft --output runs/sft-merged # fold a LoRA adapter into its base model
+  trainsuite serve runs/sft --port 8000             # try the model with any OpenAI client (docs/serve.md)
 
 Any config key can be overridden as dotted.key=value (the value is read as YAML).
 train/eval/predict/merge print their results as JSON on stdout; logs go to stderr.
@@ -90,6 +92,14 @@ def parser() -> argparse.ArgumentParser:
     it.add_argument("family", choices=("classification", "seq2seq", "sft"))
     it.add_argument("--output", help="file to write (default: print to stdout)")
     it.add_argument("--force", action="store_true", help="replace --output if it exists")
+    help_ = "serve a run's model over an OpenAI-compatible HTTP API, for trying and evaluating it (docs/serve.md)"
+    sv = sub.add_parser("serve", help=help_, description=help_)
+    sv.add_argument("run_dir", help="run output_dir (or a checkpoint-N in it) of an sft or classification run")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    sv.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    sv.add_argument("--api-key", help="require `Authorization: Bearer KEY` (default: $TRAINSUITE_API_KEY, else none)")
+    sv.add_argument("--max-batch", type=int, default=8, metavar="N",
+                    help="concurrent requests generated together in one batch (default 8)")
     return p
 
 
@@ -162,6 +172,11 @@ def _command(args) -> int:
         return 0
     if args.command in ("report", "init"):
         return _report_or_init(args)
+    if args.command == "serve":
+        from ..serve.server import serve
+
+        serve(args.run_dir, args.host, args.port, args.api_key, args.max_batch)
+        return 0
     if getattr(args, "overwrite", False) and args.resume is not None:
         raise UserError("--overwrite and --resume exclude each other: --resume continues the run in "
                         "output_dir, --overwrite deletes it and starts again")
