@@ -103,6 +103,10 @@ def validate(cfg) -> None:
     if m.name_or_path and m.name_or_path.startswith((".", "/", "~")) and not os.path.exists(
             os.path.expanduser(m.name_or_path)):
         raise UserError(f"config: model.name_or_path: directory not found: {m.name_or_path}")
+    if m.gguf_file is not None:
+        from .gguf import check_gguf
+
+        check_gguf(cfg)
 
     if m.attn_implementation == "flex_attention":
         _check_flex_device(cfg)
