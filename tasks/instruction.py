@@ -266,11 +266,17 @@ class InstructionTask(Task):
             tokenizer.pad_token = tokenizer.eos_token
         self.loss_on = loss_on(self.cfg, self.format)
         log.info("sft data: format %s, loss on %s", self.format, self.loss_on)
+        if self.chat:  # kept in sft_format.json: a default system prompt the template adds shows there
+            from .trained_chat import rendered_user_turn
+
+            self.user_turn = rendered_user_turn(self._renderer(tokenizer).conversation)
+
+    user_turn = None  # how a one-turn prompt renders (tasks/trained_chat.py), for conversational data
 
     def save(self, output_dir: str) -> None:
         from .trained_chat import save
 
-        save(output_dir, self.format, self.chat)
+        save(output_dir, self.format, self.chat, self.user_turn)
 
     # -- rendering -----------------------------------------------------------
     def render(self, row, tokenizer) -> tuple[str, list[tuple[int, int]], str | None, str | None]:
