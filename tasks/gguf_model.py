@@ -15,6 +15,7 @@ sees half an entry. Delete the folder to reclaim the space.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -70,9 +71,22 @@ def cached(path: str) -> str | None:
     return entry if os.path.isfile(os.path.join(entry, DONE)) else None
 
 
-def architecture(path: str) -> str:
-    """The file's `general.architecture`, from its header (the gguf package's reader maps the file;
-    no tensor is read)."""
+def model_type(folder: str, gguf_file: str) -> str | None:
+    """The transformers model_type of a local GGUF file, without converting it: the converted config's,
+    else the file's architecture (llama.cpp names the architectures transformers reads as their model
+    types: llama, qwen2, falcon ...). None when the file is not there (a hub repo)."""
+    path = os.path.join(folder, gguf_file)
+    if not os.path.isfile(path):
+        return None
+    entry = cached(path)
+    if entry:
+        with open(os.path.join(entry, "config.json"), encoding="utf-8") as fh:
+            return json.load(fh).get("model_type")
+    return architecture(path).replace("-", "_")
+
+
+@functools.lru_cache(maxsize=8)
+def _architecture(path: str, size: int, mtime_ns: int) -> str:
     from gguf import GGUFReader
 
     try:
@@ -82,6 +96,13 @@ def architecture(path: str) -> str:
     if field is None:
         raise DataError(f"model.gguf_file: {path} names no architecture (general.architecture)")
     return bytes(field.parts[field.data[0]]).decode()
+
+
+def architecture(path: str) -> str:
+    """The file's `general.architecture`, from its header (the gguf package's reader maps the file and
+    reads no tensor, but parses the whole vocabulary: ~2 s, so read once per file and process)."""
+    st = os.stat(path)
+    return _architecture(path, st.st_size, st.st_mtime_ns)
 
 
 def readable_architectures() -> set[str]:

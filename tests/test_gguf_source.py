@@ -81,3 +81,15 @@ def test_inference_on_a_run_drops_the_configs_gguf_file(tmp_path):
     path = write_yaml(tmp_path / "c.yaml", gguf_config(tmp_path, tmp_path, "m.gguf"))
     cfg = inference.load(path, [f"model.name_or_path={run}"])
     assert cfg.model.name_or_path == str(run) and cfg.model.gguf_file is None
+
+
+def test_model_type_of_a_gguf_steers_the_packing_default(tmp_path, monkeypatch):
+    """A falcon GGUF (its attention ignores position-id restarts) is not packed by default; a llama one is."""
+    from suites import config
+    from tests.conftest import write_yaml
+
+    monkeypatch.setenv("TRAINSUITE_MODEL_CACHE", str(tmp_path / "models"))
+    for arch, packed in (("falcon", False), ("llama", True)):
+        write_gguf(tmp_path / f"{arch}.gguf", arch)
+        cfg = config.load(write_yaml(tmp_path / "c.yaml", gguf_config(tmp_path, tmp_path, f"{arch}.gguf")))
+        assert cfg.sft.packing is packed, arch
