@@ -1,6 +1,7 @@
-# Two commands a user needs: `make demo` (train on the embedded default) and `make test`.
-# Both install into .venv exactly the versions of constraints-cpu.txt (the lock). `make test-latest` runs
-# the suite against the newest releases instead, in .venv-latest; `make lock` then writes them to the lock.
+# Three commands a user needs: `make demo` (train on the embedded default), `make demo-sft` (LoRA SFT of the
+# packaged SmolLM2-135M-Instruct on an embedded task) and `make test`. All install into .venv exactly the
+# versions of constraints-cpu.txt (the lock). `make test-latest` runs the suite against the newest releases
+# instead, in .venv-latest; `make lock` then writes them to the lock.
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -10,7 +11,7 @@ LATEST := .venv-latest
 TORCH_VERSION := $(shell sed -n 's/^torch==//p' $(LOCK))
 TORCH := torch==$(TORCH_VERSION)
 
-.PHONY: install demo test test-latest lock clean
+.PHONY: install demo demo-sft test test-latest lock clean
 
 # torch through pip, which finds this machine's CPU build on disk (uv would not look there and could pull a
 # CUDA build); the rest through uv (parallel downloads, no bytecode compiling), or pip where uv is missing.
@@ -38,6 +39,9 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/trainsuite train configs/demo.yaml --overwrite
+
+demo-sft: $(STAMP)
+	$(BIN)/trainsuite train configs/demo-sft.yaml --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests
