@@ -269,7 +269,12 @@ class InstructionTask(Task):
         if self.chat:  # kept in sft_format.json: a default system prompt the template adds shows there
             from .trained_chat import rendered_user_turn
 
-            self.user_turn = rendered_user_turn(self._renderer(tokenizer).conversation)
+            from jinja2 import TemplateError
+
+            try:
+                self.user_turn = rendered_user_turn(self._renderer(tokenizer).conversation)
+            except TemplateError:  # a template that refuses a lone user turn: nothing to record, training goes on
+                self.user_turn = None
 
     user_turn = None  # how a one-turn prompt renders (tasks/trained_chat.py), for conversational data
 
