@@ -36,6 +36,9 @@ from .generation import (STOP_EOS, STOP_LENGTH, decode_completion, generate_in_o
 from .modeling import apply_peft, load_model
 from .sft_speed import attention_kwargs, speed_defaults, use_generation_attention
 
+GENERATIONS_FILE = "eval_generations.jsonl"  # the latest evaluation's replies
+GENERATIONS_AT_START_FILE = "eval_generations_start.jsonl"  # those of the evaluation before training
+
 log = logging.getLogger("trainsuite")
 
 def neftune_noise(embeds: torch.Tensor, lengths: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -141,9 +144,11 @@ class SuiteSFTTrainer(SuiteTrainer, trl.SFTTrainer):
                         quiet=self.args.disable_tqdm or not self.is_world_process_zero())
         preds, refs = [o[0] for o in outs], [r for _, r in rows]
         if self.is_world_process_zero():
-            io.write_jsonl(os.path.join(self.args.output_dir, "eval_generations.jsonl"), (
-                {"prompt": prompt, "prediction": pred, "reference": ref, "generated_tokens": n, "stop": stop}
-                for (prompt, ref), (pred, n, stop) in zip(rows, outs)))
+            written = [{"prompt": prompt, "prediction": pred, "reference": ref, "generated_tokens": n, "stop": stop}
+                       for (prompt, ref), (pred, n, stop) in zip(rows, outs)]
+            io.write_jsonl(os.path.join(self.args.output_dir, GENERATIONS_FILE), written)
+            if self.state.global_step == 0:  # train.eval_on_start: kept, the report shows replies before and after
+                io.write_jsonl(os.path.join(self.args.output_dir, GENERATIONS_AT_START_FILE), written)
         return generation_metrics(preds, refs, [o[1] for o in outs])
 
 
