@@ -1,0 +1,99 @@
+"""What a run directory holds, for export: its family, its model (a LoRA adapter folded into its base) and
+its tokenizer."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import yaml
+
+from ..errors import UserError
+from tasks.trained_chat import FORMAT_FILE
+
+FAMILIES = ("classification", "seq2seq", "sft")
+
+
+@dataclass
+class Run:
+    path: str
+    family: str
+    model_type: str
+    adapter: bool
+    config: dict  # the model's config.json (the base's for an adapter)
+
+
+def describe(run_dir: str) -> Run:
+    """From the run's files only (no weights loaded)."""
+    if not os.path.isdir(run_dir):
+        raise UserError(f"export: {run_dir}: no such run directory")
+    adapter = os.path.isfile(os.path.join(run_dir, "adapter_config.json"))
+    config = _model_config(run_dir, adapter)
+    family = _family(run_dir, config)
+    return Run(run_dir, family, config.get("model_type", "?"), adapter, config)
+
+
+def _model_config(run_dir: str, adapter: bool) -> dict:
+    path = os.path.join(run_dir, "config.json")
+    if adapter and not os.path.isfile(path):
+        with open(os.path.join(run_dir, "adapter_config.json")) as fh:
+            base = json.load(fh).get("base_model_name_or_path")
+        from transformers import AutoConfig
+
+        try:
+            return AutoConfig.from_pretrained(base).to_dict()
+        except (OSError, ValueError, TypeError) as exc:
+            raise UserError(f"export: base model '{base}' of {run_dir} could not be read: "
+                            f"{str(exc).splitlines()[0]}") from None
+    if not os.path.isfile(path):
+        raise UserError(f"export: {run_dir}: no config.json or adapter_config.json (not a trained model; "
+                        "a run saves its model in output_dir when training ends)")
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def _family(run_dir: str, config: dict) -> str:
+    """run_config.yaml's task; a bare model folder (a `trainsuite merge` output) by its architecture."""
+    saved = os.path.join(run_dir, "run_config.yaml")
+    if os.path.isfile(saved):
+        with open(saved) as fh:
+            task = (yaml.safe_load(fh) or {}).get("task")
+        if task in FAMILIES:
+            return task
+    arch = " ".join(config.get("architectures") or ())
+    if "ForSequenceClassification" in arch:
+        return "classification"
+    if "ForCausalLM" in arch or "LMHeadModel" in arch or os.path.isfile(os.path.join(run_dir, FORMAT_FILE)):
+        return "sft"
+    if config.get("is_encoder_decoder"):
+        return "seq2seq"
+    raise UserError(f"export: {run_dir}: cannot tell the model's task family (architectures: {arch or 'none'})")
+
+
+AUTO_CLASSES = {"classification": "AutoModelForSequenceClassification", "seq2seq": "AutoModelForSeq2SeqLM",
+                "sft": "AutoModelForCausalLM"}
+
+
+def load(run: Run):
+    """(model in fp32 on the CPU, eval mode; tokenizer). An SFT adapter is merged the way `trainsuite merge`
+    does; a classification or seq2seq adapter through peft's AutoPeftModel classes."""
+    import torch
+    import transformers
+    from transformers import AutoTokenizer
+
+    if run.adapter and run.family == "sft":
+        from ..run.merge import load_merged
+
+        model, tokenizer, _ = load_merged(run.path, command="export")
+    elif run.adapter:
+        import peft
+
+        cls = getattr(peft, AUTO_CLASSES[run.family].replace("AutoModel", "AutoPeftModel"))
+        model = cls.from_pretrained(run.path, dtype=torch.float32).merge_and_unload()
+        tokenizer = AutoTokenizer.from_pretrained(run.path)
+    else:
+        cls = getattr(transformers, AUTO_CLASSES[run.family])
+        model = cls.from_pretrained(run.path, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(run.path)
+    return model.eval(), tokenizer
