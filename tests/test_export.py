@@ -274,3 +274,77 @@ def test_onnx_export_predicts_as_trainsuite_predict(tmp_path, cls_config):
             for j, label in enumerate(labels):
                 assert abs(p[j] - expected[i]["probabilities"][label]) < 1e-4
     assert len({e["label"] for e in expected}) == 2  # a trained model: both labels predicted
+
+
+def test_onnx_export_of_a_lora_classifier_folds_in_the_adapter_and_its_head(tmp_path):
+    import onnxruntime
+    from peft import LoraConfig, get_peft_model
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from tasks.tokenizer import BERT_LIKE
+    from tests.conftest import TINY_BERT, sentiment_rows
+
+    texts = [r["text"] for r in sentiment_rows(40)]
+    tok = train_tokenizer(texts, 120, BERT_LIKE, algorithm="wordpiece")
+    fields = {k: v for k, v in TINY_BERT.items() if k != "model_type"}
+    torch.manual_seed(0)
+    base_dir = str(tmp_path / "base")
+    BertForSequenceClassification(BertConfig(vocab_size=len(tok), **fields)).save_pretrained(base_dir)
+    labels = ["neg", "neutral", "pos"]  # the base's head has 2 outputs: the run's has 3
+    head = {"num_labels": 3, "id2label": dict(enumerate(labels)), "label2id": {n: i for i, n in enumerate(labels)}}
+    base = BertForSequenceClassification.from_pretrained(base_dir, ignore_mismatched_sizes=True, **head)
+    model = get_peft_model(base, LoraConfig(r=4, target_modules=["query", "value"], task_type="SEQ_CLS"))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name or "classifier" in name:
+                p.normal_(0, 0.5)
+    run_dir = str(tmp_path / "run")
+    model.save_pretrained(run_dir)
+    tok.save_pretrained(run_dir)
+    with open(os.path.join(run_dir, "label_map.json"), "w") as fh:
+        json.dump({"problem_type": "single_label_classification", "labels": labels}, fh)
+    write_yaml(os.path.join(run_dir, "run_config.yaml"), {"task": "classification"})
+    out = str(tmp_path / "onnx")
+    assert run(["export", run_dir, "--format", "onnx", "--output", out]) == 0
+
+    enc = tok(texts[:5], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        expected = model.eval()(**enc).logits.numpy()
+    session = onnxruntime.InferenceSession(os.path.join(out, "model.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(["logits"], {i.name: enc[i.name].numpy() for i in session.get_inputs()})[0]
+    assert got.shape == (5, 3) and np.abs(got - expected).max() < 1e-4
+
+
+@pytest.mark.parametrize("family", ["classification", "seq2seq"])
+def test_safetensors_export_of_the_other_families(tmp_path, family):
+    from transformers import (AutoModelForSeq2SeqLM, AutoModelForSequenceClassification, BertConfig,
+                              BertForSequenceClassification, T5Config, T5ForConditionalGeneration)
+
+    from tasks.tokenizer import BERT_LIKE, T5_LIKE
+    from tests.conftest import TINY_BERT, sentiment_rows
+
+    texts = [r["text"] for r in sentiment_rows(40)]
+    torch.manual_seed(0)
+    if family == "classification":
+        tok = train_tokenizer(texts, 120, BERT_LIKE, algorithm="wordpiece")
+        fields = {k: v for k, v in TINY_BERT.items() if k != "model_type"}
+        model, auto = BertForSequenceClassification(BertConfig(vocab_size=len(tok), **fields)), \
+            AutoModelForSequenceClassification
+    else:
+        tok = train_tokenizer(texts, 120, T5_LIKE, algorithm="unigram")
+        model = T5ForConditionalGeneration(T5Config(vocab_size=len(tok), d_model=32, d_ff=64, d_kv=8, num_layers=1,
+                                                    num_heads=2, decoder_start_token_id=tok.pad_token_id))
+        auto = AutoModelForSeq2SeqLM
+    run_dir = str(tmp_path / "run")
+    model.save_pretrained(run_dir)
+    tok.save_pretrained(run_dir)
+    write_yaml(os.path.join(run_dir, "run_config.yaml"), {"task": family})
+    out = str(tmp_path / "export")
+    assert run(["export", run_dir, "--format", "safetensors", "--output", out, "--dtype", "fp16"]) == 0
+    exported = auto.from_pretrained(out)
+    assert exported.dtype == torch.float16 and type(exported) is type(model)
+    enc = tok(texts[:3], padding=True, return_tensors="pt")
+    if family == "seq2seq":
+        enc["decoder_input_ids"] = torch.zeros((3, 2), dtype=torch.long)
+    with torch.no_grad():
+        torch.testing.assert_close(exported.float()(**enc).logits, model.eval()(**enc).logits, rtol=0, atol=1e-2)

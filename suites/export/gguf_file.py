@@ -23,6 +23,10 @@ FILE_NAME = "model-{quant}.gguf"
 
 
 def check(run) -> None:
+    try:
+        import gguf  # noqa: F401
+    except ImportError:
+        raise UserError("export: --format gguf needs the gguf package: pip install 'trainsuite[export]'") from None
     if run.family != "sft" or run.model_type not in ARCHITECTURES:
         raise UserError(f"export: --format gguf takes a decoder-only {', '.join(sorted(ARCHITECTURES))} model; "
                         f"{run.path} is a {run.model_type} {run.family} model (use --format safetensors"

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import yaml
 
 from ..errors import UserError
+from tasks.classification import LABEL_FILE, REGRESSION
 from tasks.trained_chat import FORMAT_FILE
 
 FAMILIES = ("classification", "seq2seq", "sft")
@@ -75,9 +76,24 @@ AUTO_CLASSES = {"classification": "AutoModelForSequenceClassification", "seq2seq
                 "sft": "AutoModelForCausalLM"}
 
 
+def head_shape(run_dir: str) -> dict:
+    """A classifier's head as training shaped it (label_map.json): a LoRA run saves no config.json, and its
+    base knows nothing of the labels."""
+    path = os.path.join(run_dir, LABEL_FILE)
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as fh:
+        saved = json.load(fh)
+    if saved.get("problem_type") == REGRESSION:
+        return {"problem_type": REGRESSION, "num_labels": 1}
+    labels = saved["labels"]
+    return {"problem_type": saved.get("problem_type"), "num_labels": len(labels),
+            "id2label": dict(enumerate(labels)), "label2id": {name: i for i, name in enumerate(labels)}}
+
+
 def load(run: Run):
     """(model in fp32 on the CPU, eval mode; tokenizer). An SFT adapter is merged the way `trainsuite merge`
-    does; a classification or seq2seq adapter through peft's AutoPeftModel classes."""
+    does; another family's adapter is folded into its base shaped as in training."""
     import torch
     import transformers
     from transformers import AutoTokenizer
@@ -87,11 +103,17 @@ def load(run: Run):
 
         model, tokenizer, _ = load_merged(run.path, command="export")
     elif run.adapter:
-        import peft
+        from peft import PeftModel
 
-        cls = getattr(peft, AUTO_CLASSES[run.family].replace("AutoModel", "AutoPeftModel"))
-        model = cls.from_pretrained(run.path, dtype=torch.float32).merge_and_unload()
+        with open(os.path.join(run.path, "adapter_config.json")) as fh:
+            base = json.load(fh)["base_model_name_or_path"]
         tokenizer = AutoTokenizer.from_pretrained(run.path)
+        # a new head (3 labels on a 2-label base) is re-made at its size; the adapter carries its weights
+        updates = {**head_shape(run.path), "ignore_mismatched_sizes": True} if run.family == "classification" else {}
+        model = getattr(transformers, AUTO_CLASSES[run.family]).from_pretrained(base, dtype=torch.float32, **updates)
+        if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+            model.resize_token_embeddings(len(tokenizer))
+        model = PeftModel.from_pretrained(model, run.path).merge_and_unload()
     else:
         cls = getattr(transformers, AUTO_CLASSES[run.family])
         model = cls.from_pretrained(run.path, dtype=torch.float32)
