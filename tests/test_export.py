@@ -144,7 +144,9 @@ def gguf_round_trip(tmp_path, tokenizer, model, quant):
     back_tok = AutoTokenizer.from_pretrained(out, gguf_file=name)
     texts = [HELD_OUT, "repeat: red green blue cat dog"]
     assert [back_tok(t)["input_ids"] for t in texts] == [tokenizer(t)["input_ids"] for t in texts]
-    assert back_tok.chat_template == tokenizer.chat_template
+    assert "endgeneration" not in back_tok.chat_template  # llama.cpp's Jinja has no {% generation %}
+    chat = chat_rows(3, seed=5)[2]["messages"]
+    assert back_tok.apply_chat_template(chat, tokenize=False) == tokenizer.apply_chat_template(chat, tokenize=False)
     batch = tokenizer(texts, return_tensors="pt", padding=True)
     with torch.no_grad():
         ours, theirs = model(**batch).logits, back(**batch).logits
@@ -196,6 +198,20 @@ def test_gguf_query_and_key_rows_are_laid_out_as_transformers_reads_them_back():
     assert permuted[:4, 0].tolist() == [0, 12, 3, 15]  # head 0: rows 0, 4, 1, 5 (three columns each)
     reader = LlamaTensorProcessor({"num_attention_heads": 2, "num_key_value_heads": 2})
     assert (reader.process(permuted, "blk.0.attn_q.weight").weights == w).all()
+
+
+def test_gguf_chat_template_renders_the_same_without_generation_markers():
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    from suites.export.gguf_file import portable_template
+
+    marked = "{%- for m in messages -%}{%- generation -%} {{ m['content'] }} {% endgeneration %}|{%- endfor -%}"
+    chat = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
+    for template in (marked, CHATML_TEMPLATE):
+        plain = portable_template(template)
+        assert "endgeneration" not in plain and "{%- generation" not in plain and "{% generation" not in plain
+        assert render_jinja_template([chat], chat_template=plain)[0] == \
+            render_jinja_template([chat], chat_template=template)[0]
 
 
 def test_gguf_refuses_what_it_cannot_write_before_writing(tmp_path, chat_tokenizer, capsys):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 from ..errors import UserError
 from tasks.instruction import end_of_turn_ids
@@ -61,6 +62,16 @@ def pre_tokenizer(tokenizer) -> str:
                 return name
     raise UserError("export: --format gguf: the tokenizer splits text with a rule llama.cpp has no name for "
                     "here; use --format safetensors and llama.cpp's convert_hf_to_gguf.py")
+
+
+GENERATION_TAG = re.compile(r"\{%(-?)\s*(?:end)?generation\s*(-?)%\}")
+
+
+def portable_template(template: str) -> str:
+    """The template without transformers' {% generation %} markers (they mark the assistant's tokens for
+    training masks and render nothing; llama.cpp's Jinja engine does not know them). Each becomes an empty
+    expression with the same whitespace control, so the text rendered is the same."""
+    return GENERATION_TAG.sub(lambda m: "{{" + m.group(1) + " '' " + m.group(2) + "}}", template)
 
 
 def permute_rotary_rows(w, n_heads: int):
@@ -130,7 +141,7 @@ def _metadata(w, run, model, tokenizer, arch: str) -> None:
     w.add_add_bos_token(bool(probe) and probe[0] == tokenizer.bos_token_id)
     w.add_add_eos_token(bool(probe) and probe[-1] == tokenizer.eos_token_id and len(probe) > 1)
     if getattr(tokenizer, "chat_template", None):
-        w.add_chat_template(tokenizer.chat_template)
+        w.add_chat_template(portable_template(tokenizer.chat_template))
 
 
 def _tensors(w, model, arch_name: str, permute: bool, quant: str) -> int:
