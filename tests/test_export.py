@@ -214,6 +214,31 @@ def test_gguf_chat_template_renders_the_same_without_generation_markers():
             render_jinja_template([chat], chat_template=template)[0]
 
 
+def test_gguf_names_the_pre_tokenizer_as_llama_cpp_does(chat_tokenizer):
+    """llama.cpp splits text before the merges by the rule tokenizer.ggml.pre names; a rule it may not know is
+    refused rather than written as GPT-2's."""
+    import copy
+
+    from tokenizers import Regex, pre_tokenizers
+    from transformers.integrations.gguf.gguf_tokenizer_mapping import GGUF_PRE_TOKENIZER_SPLITS
+
+    from suites.errors import UserError
+    from suites.export.gguf_file import pre_tokenizer
+
+    assert pre_tokenizer(chat_tokenizer) == "gpt-2"
+    tok = copy.deepcopy(chat_tokenizer)
+    splits = GGUF_PRE_TOKENIZER_SPLITS
+    for name, regex in (("qwen2", splits["qwen2"]), ("llama-bpe", splits["llama3"]), (None, r"\p{L}+|\s+")):
+        tok.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.Split(Regex(regex), behavior="isolated"),
+             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+        if name:
+            assert pre_tokenizer(tok) == name
+        else:
+            with pytest.raises(UserError, match="no name for"):
+                pre_tokenizer(tok)
+
+
 def test_gguf_refuses_what_it_cannot_write_before_writing(tmp_path, chat_tokenizer, capsys):
     from transformers import GPT2Config, GPT2LMHeadModel
 
