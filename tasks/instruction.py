@@ -55,7 +55,8 @@ CHATML_TEMPLATE = (
 )
 
 
-END_OF_TURN = ("<|im_end|>", "<|eot_id|>")  # ChatML, Llama 3: the tokens that end a reply besides eos
+# the tokens that end a reply besides eos: ChatML (Qwen, SmolLM), Llama 3, Gemma, Phi-3
+END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>")
 
 
 def end_of_turn_ids(tokenizer) -> list[int]:

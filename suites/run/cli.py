@@ -7,6 +7,7 @@
     trainsuite report  RUN_DIR [RUN_DIR ...] [--output FILE]
     trainsuite init    {classification,seq2seq,sft} [--output FILE]
     trainsuite serve   RUN_DIR [--host 127.0.0.1] [--port 8000] [--api-key KEY] [--max-batch 8]
+    trainsuite export  RUN_DIR --format {safetensors,gguf,onnx} --output DIR [--dtype D] [--quant Q] [--force]
 
 A user mistake (config, data, command line) prints one line `error: ...` and exits with 2.
 stdout carries only the command's result (JSON for train/eval/predict/merge): what libraries print
@@ -41,6 +42,7 @@ EPILOG = """examples:
   trainsuite init classification --output my.yaml  # a commented starter config
   trainsuite merge runs/sft --output runs/sft-merged # fold a LoRA adapter into its base model
   trainsuite serve runs/sft --port 8000             # try the model with any OpenAI client (docs/serve.md)
+  trainsuite export runs/sft --format gguf --output runs/sft-gguf  # for llama.cpp/Ollama (docs/export.md)
 
 Any config key can be overridden as dotted.key=value (the value is read as YAML).
 train/eval/predict/merge print their results as JSON on stdout; logs go to stderr.
@@ -83,6 +85,14 @@ def parser() -> argparse.ArgumentParser:
     mg.add_argument("run_dir", help="run output_dir holding adapter_config.json")
     mg.add_argument("--output", required=True, help="directory for the merged model (new or empty)")
     mg.add_argument("--force", action="store_true", help="replace a non-empty --output")
+    help_ = "export a run's model for a server or runtime: safetensors (vLLM, TGI), gguf (llama.cpp, Ollama), onnx"
+    ex = sub.add_parser("export", help=help_, description=help_ + "; see docs/export.md")
+    ex.add_argument("run_dir", help="run output_dir (a full model or a LoRA adapter)")
+    ex.add_argument("--format", required=True, choices=("safetensors", "gguf", "onnx"))
+    ex.add_argument("--output", required=True, help="directory for the export (new or empty)")
+    ex.add_argument("--dtype", help="safetensors weights: bf16 (default), fp16 or fp32")
+    ex.add_argument("--quant", help="gguf weights: f16 (default) or q8_0")
+    ex.add_argument("--force", action="store_true", help="replace a non-empty --output")
     help_ = "rebuild a run's report.html from its files, or compare runs on one page"
     rp = sub.add_parser("report", help=help_, description=help_)
     rp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run output_dir (finished or interrupted)")
@@ -172,6 +182,13 @@ def _command(args) -> int:
         return 0
     if args.command in ("report", "init"):
         return _report_or_init(args)
+    if args.command == "export":
+        from ..export import export
+
+        with _stdout_to_stderr(quiet=False):
+            results = export(args.run_dir, args.format, args.output, args.dtype, args.quant, args.force)
+        print(json.dumps(results, indent=2))
+        return 0
     if args.command == "serve":
         from ..serve.server import serve
 
