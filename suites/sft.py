@@ -2,6 +2,8 @@
 
 trl gives the chunked ("fused") LM-head loss that never builds the full logits, and the trainer
 plumbing. We do ourselves what it gets wrong or leaves out:
+- on a CPU (no Triton) the LM head in small chunks (suites/lm_head.py): trl's torch fallback
+  takes GiBs of tiles and is several times slower than plain logits;
 - data preparation (tasks/instruction.py) and packing (collators/sft.py); trl's is skipped;
 - NEFTune noise scaled by each document's own length, also in a packed row (transformers scales
   by the padded/packed length, transformers#34659);
@@ -33,6 +35,7 @@ from .distributed import model_is_sharded
 from .family import Family, pad_multiple
 from .generation import (STOP_EOS, STOP_LENGTH, decode_completion, generate_in_order, generation_batch_size,
                          generation_settings)
+from .lm_head import plain_head, token_outputs
 from .modeling import apply_peft, load_model
 from .sft_speed import attention_kwargs, speed_defaults, use_generation_attention
 
@@ -82,9 +85,44 @@ class SuiteSFTTrainer(SuiteTrainer, trl.SFTTrainer):
             return output
         return output + neftune_noise(output, self._doc_lengths.to(output.device), self.suite_cfg.sft.neftune_alpha)
 
+    @property
+    def _chunked_head(self) -> bool:
+        """Our LM head (suites/lm_head.py) where trl's has no Triton kernel: one CPU process, trl's plain
+        loss (no custom loss function, label smoothing, DFT or Liger) and a head of plain logits."""
+        if not hasattr(self, "_use_chunked_head"):
+            a = self.args
+            self._use_chunked_head = a.device.type == "cpu" and a.world_size == 1 and a.loss_type == "nll" \
+                and self.compute_loss_func is None and self.label_smoother is None and not a.use_liger_kernel \
+                and plain_head(self.model)
+        return self._use_chunked_head
+
+    def token_outputs(self, model, inputs):
+        """Per-token log-probabilities, trained-token mask, top-1 hits and entropy, never the whole logits."""
+        if self._chunked_head:
+            return token_outputs(model, inputs)
+        return model(**inputs, fused_lm_head=True, use_cache=False)
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         self._doc_lengths = document_lengths(inputs) if self.suite_cfg.sft.neftune_alpha else None
-        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if return_outputs or not self._chunked_head:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        out = token_outputs(model, inputs)
+        # trl's loss: summed over trained tokens, divided by those of the whole accumulation window
+        count = out.label_mask.sum() if num_items_in_batch is None else num_items_in_batch
+        loss = -out.log_probs.sum() / torch.as_tensor(count).clamp(min=1)
+        self._log_token_metrics(out, inputs)
+        return loss
+
+    def _log_token_metrics(self, out, inputs) -> None:
+        """The entropy, token accuracy and token count that trl's compute_loss adds to its log lines."""
+        mode = "train" if self.model.training else "eval"
+        valid = int(out.label_mask.sum())
+        self._metrics[mode]["entropy"].append(float(out.entropy.detach().sum()) / valid if valid else 0.0)
+        self._metrics[mode]["mean_token_accuracy"].append(float(out.is_top1.sum()) / valid if valid else 0.0)
+        if mode == "train":
+            mask = inputs.get("attention_mask")
+            self._total_train_tokens += int(mask.sum()) if mask is not None else int(inputs["position_ids"].size(1))
+        self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
 
     # -- evaluation: streamed token sums, never the logits --------------------
     def get_eval_dataloader(self, eval_dataset=None):
@@ -110,7 +148,7 @@ class SuiteSFTTrainer(SuiteTrainer, trl.SFTTrainer):
                 inputs = self._prepare_inputs(inputs)
                 first, batches = first or inputs, batches + 1
                 with torch.no_grad(), self.compute_loss_context_manager():
-                    out = model(**inputs, fused_lm_head=True, use_cache=False)
+                    out = self.token_outputs(model, inputs)
                 sums += torch.stack([-out.log_probs.double().sum(), out.label_mask.sum().double(),
                                      out.is_top1.double().sum()])
                 docs += int((inputs["position_ids"] == 0).sum()) if "attention_mask" not in inputs else len(
