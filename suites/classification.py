@@ -57,19 +57,23 @@ class ClassificationFamily(Family):
         out = trainer.predict(dataset)
         logits = out.predictions[0] if isinstance(out.predictions, tuple) else out.predictions
         logits = np.asarray(logits)[np.argsort(np.asarray(order), kind="stable")]
-        if task.problem_type == REGRESSION:
-            return [{"prediction": float(v)} for v in np.asarray(logits).reshape(-1)]
-        rows = []
-        if task.problem_type == MULTI:
-            probs = sigmoid(logits)
-            thr = self.cfg.loss.multi_label_threshold
-            for p in probs:
-                rows.append({"labels": [label_value(task.labels[i]) for i in np.flatnonzero(p >= thr)],
-                             "probabilities": {n: round(float(x), 6) for n, x in zip(task.labels, p)}})
-            return rows
-        probs = softmax(logits)
-        for p in probs:
-            k = int(p.argmax())
-            rows.append({"label": label_value(task.labels[k]), "score": round(float(p[k]), 6),
-                         "probabilities": {n: round(float(x), 6) for n, x in zip(task.labels, p)}})
+        return prediction_rows(logits, task.problem_type, task.labels, self.cfg.loss.multi_label_threshold)
+
+
+def prediction_rows(logits, problem_type: str, labels, threshold: float) -> list[dict]:
+    """One prediction row per row of logits, as `trainsuite predict` writes them (and `serve` answers):
+    {prediction} for regression; {labels, probabilities} for multi-label; else {label, score, probabilities}."""
+    logits = np.asarray(logits)
+    if problem_type == REGRESSION:
+        return [{"prediction": float(v)} for v in logits.reshape(-1)]
+    rows = []
+    if problem_type == MULTI:
+        for p in sigmoid(logits):
+            rows.append({"labels": [label_value(labels[i]) for i in np.flatnonzero(p >= threshold)],
+                         "probabilities": {n: round(float(x), 6) for n, x in zip(labels, p)}})
         return rows
+    for p in softmax(logits):
+        k = int(p.argmax())
+        rows.append({"label": label_value(labels[k]), "score": round(float(p[k]), 6),
+                     "probabilities": {n: round(float(x), 6) for n, x in zip(labels, p)}})
+    return rows

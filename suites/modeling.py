@@ -9,7 +9,7 @@ import os
 
 import torch
 
-from tasks.io import resolve_model as resolve
+from tasks.io import model_path, resolve_model as resolve
 
 from . import loading_info
 from .errors import MISTAKES, UserError
@@ -38,7 +38,7 @@ def load_tokenizer(cfg, texts=None, special=None, task=None, train_rows=None):
 
             return _once_for_all_ranks(lambda: prepared_cache.trained_tokenizer(cfg, task, train_rows, special, train))
         return _once_for_all_ranks(train)
-    name = resolve(tc.name_or_path or cfg.model.name_or_path)
+    name = resolve(tc.name_or_path) if tc.name_or_path else model_path(cfg.model)
     if name is None:
         raise UserError("config: model.from_config needs a tokenizer: set tokenizer.name_or_path "
                         "or tokenizer.train_from_data: true")
@@ -127,7 +127,7 @@ def load_model(cfg, auto_cls, tokenizer, config_updates: dict | None = None, kee
             raise UserError(f"config: model.from_config: {str(exc).splitlines()[0]}") from None
         model = auto_cls.from_config(config, **kwargs)
     else:
-        name = resolve(m.name_or_path)
+        name = model_path(m)
         if is_adapter_dir(name):
             return load_adapter_model(cfg, auto_cls, tokenizer, name, updates, keep_full_precision, **kwargs)
         qc = quantization_config(cfg, keep_full_precision)

@@ -2,6 +2,8 @@
 
 trl gives the chunked ("fused") LM-head loss that never builds the full logits, and the trainer
 plumbing. We do ourselves what it gets wrong or leaves out:
+- on a CPU (no Triton) the LM head in small chunks (suites/lm_head.py): trl's torch fallback
+  takes GiBs of tiles and is several times slower than plain logits;
 - data preparation (tasks/instruction.py) and packing (collators/sft.py); trl's is skipped;
 - NEFTune noise scaled by each document's own length, also in a packed row (transformers scales
   by the padded/packed length, transformers#34659);
@@ -31,9 +33,14 @@ from tasks.tokenizer import CHAT_LIKE
 from .base import SuiteTrainer
 from .distributed import model_is_sharded
 from .family import Family, pad_multiple
-from .generation import STOP_EOS, STOP_LENGTH, generate_in_order, generation_batch_size, generation_settings
+from .generation import (STOP_EOS, STOP_LENGTH, decode_completion, generate_in_order, generation_batch_size,
+                         generation_settings)
+from .lm_head import plain_head, token_outputs
 from .modeling import apply_peft, load_model
 from .sft_speed import attention_kwargs, speed_defaults, use_generation_attention
+
+GENERATIONS_FILE = "eval_generations.jsonl"  # the latest evaluation's replies
+GENERATIONS_AT_START_FILE = "eval_generations_start.jsonl"  # those of the evaluation before training
 
 log = logging.getLogger("trainsuite")
 
@@ -78,9 +85,44 @@ class SuiteSFTTrainer(SuiteTrainer, trl.SFTTrainer):
             return output
         return output + neftune_noise(output, self._doc_lengths.to(output.device), self.suite_cfg.sft.neftune_alpha)
 
+    @property
+    def _chunked_head(self) -> bool:
+        """Our LM head (suites/lm_head.py) where trl's has no Triton kernel: one CPU process, trl's plain
+        loss (no custom loss function, label smoothing, DFT or Liger) and a head of plain logits."""
+        if not hasattr(self, "_use_chunked_head"):
+            a = self.args
+            self._use_chunked_head = a.device.type == "cpu" and a.world_size == 1 and a.loss_type == "nll" \
+                and self.compute_loss_func is None and self.label_smoother is None and not a.use_liger_kernel \
+                and plain_head(self.model)
+        return self._use_chunked_head
+
+    def token_outputs(self, model, inputs):
+        """Per-token log-probabilities, trained-token mask, top-1 hits and entropy, never the whole logits."""
+        if self._chunked_head:
+            return token_outputs(model, inputs)
+        return model(**inputs, fused_lm_head=True, use_cache=False)
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         self._doc_lengths = document_lengths(inputs) if self.suite_cfg.sft.neftune_alpha else None
-        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if return_outputs or not self._chunked_head:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        out = token_outputs(model, inputs)
+        # trl's loss: summed over trained tokens, divided by those of the whole accumulation window
+        count = out.label_mask.sum() if num_items_in_batch is None else num_items_in_batch
+        loss = -out.log_probs.sum() / torch.as_tensor(count).clamp(min=1)
+        self._log_token_metrics(out, inputs)
+        return loss
+
+    def _log_token_metrics(self, out, inputs) -> None:
+        """The entropy, token accuracy and token count that trl's compute_loss adds to its log lines."""
+        mode = "train" if self.model.training else "eval"
+        valid = int(out.label_mask.sum())
+        self._metrics[mode]["entropy"].append(float(out.entropy.detach().sum()) / valid if valid else 0.0)
+        self._metrics[mode]["mean_token_accuracy"].append(float(out.is_top1.sum()) / valid if valid else 0.0)
+        if mode == "train":
+            mask = inputs.get("attention_mask")
+            self._total_train_tokens += int(mask.sum()) if mask is not None else int(inputs["position_ids"].size(1))
+        self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
 
     # -- evaluation: streamed token sums, never the logits --------------------
     def get_eval_dataloader(self, eval_dataset=None):
@@ -106,7 +148,7 @@ class SuiteSFTTrainer(SuiteTrainer, trl.SFTTrainer):
                 inputs = self._prepare_inputs(inputs)
                 first, batches = first or inputs, batches + 1
                 with torch.no_grad(), self.compute_loss_context_manager():
-                    out = model(**inputs, fused_lm_head=True, use_cache=False)
+                    out = self.token_outputs(model, inputs)
                 sums += torch.stack([-out.log_probs.double().sum(), out.label_mask.sum().double(),
                                      out.is_top1.double().sum()])
                 docs += int((inputs["position_ids"] == 0).sum()) if "attention_mask" not in inputs else len(
@@ -140,27 +182,16 @@ class SuiteSFTTrainer(SuiteTrainer, trl.SFTTrainer):
                         quiet=self.args.disable_tqdm or not self.is_world_process_zero())
         preds, refs = [o[0] for o in outs], [r for _, r in rows]
         if self.is_world_process_zero():
-            io.write_jsonl(os.path.join(self.args.output_dir, "eval_generations.jsonl"), (
-                {"prompt": prompt, "prediction": pred, "reference": ref, "generated_tokens": n, "stop": stop}
-                for (prompt, ref), (pred, n, stop) in zip(rows, outs)))
+            written = [{"prompt": prompt, "prediction": pred, "reference": ref, "generated_tokens": n, "stop": stop}
+                       for (prompt, ref), (pred, n, stop) in zip(rows, outs)]
+            io.write_jsonl(os.path.join(self.args.output_dir, GENERATIONS_FILE), written)
+            if self.state.global_step == 0:  # train.eval_on_start: kept, the report shows replies before and after
+                io.write_jsonl(os.path.join(self.args.output_dir, GENERATIONS_AT_START_FILE), written)
         return generation_metrics(preds, refs, [o[1] for o in outs])
 
 
 def stop_token_ids(tokenizer) -> list[int]:
     return end_of_turn_ids(tokenizer)  # what `trainsuite inspect` checks is trained at the end of each reply
-
-
-def decode_completion(tokenizer, ids: list[int]) -> str:
-    """The generated ids decoded as one sequence. A byte-level model may stop (at a stop token or at
-    max_new_tokens) after the first bytes of a character: those bytes decode to U+FFFD, which is no text
-    the model wrote, so up to 3 such trailing tokens (a UTF-8 character has at most 4 bytes) are left out."""
-    text = tokenizer.decode(ids, skip_special_tokens=True)
-    for drop in range(1, min(3, len(ids)) + 1) if text.endswith("\ufffd") else ():
-        shorter = tokenizer.decode(ids[:-drop], skip_special_tokens=True)
-        if not shorter.endswith("\ufffd"):
-            text = shorter
-            break
-    return text.strip()
 
 
 @torch.no_grad()

@@ -55,7 +55,8 @@ CHATML_TEMPLATE = (
 )
 
 
-END_OF_TURN = ("<|im_end|>", "<|eot_id|>")  # ChatML, Llama 3: the tokens that end a reply besides eos
+# the tokens that end a reply besides eos: ChatML (Qwen, SmolLM), Llama 3, Gemma, Phi-3
+END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>")
 
 
 def end_of_turn_ids(tokenizer) -> list[int]:
@@ -307,11 +308,22 @@ class InstructionTask(Task):
         # predict trains nothing: its rows' format (plain prompts, say) need not fit sft.loss_on
         self.loss_on = loss_on(self.cfg, self.format) if "predict" not in splits else "all"
         log.info("sft data: format %s%s", self.format, "" if "predict" in splits else f", loss on {self.loss_on}")
+        if self.chat:  # kept in sft_format.json: a default system prompt the template adds shows there
+            from .trained_chat import rendered_user_turn
+
+            from jinja2 import TemplateError
+
+            try:
+                self.user_turn = rendered_user_turn(self._renderer(tokenizer).conversation)
+            except TemplateError:  # a template that refuses a lone user turn: nothing to record, training goes on
+                self.user_turn = None
+
+    user_turn = None  # how a one-turn prompt renders (tasks/trained_chat.py), for conversational data
 
     def save(self, output_dir: str) -> None:
         from .trained_chat import save
 
-        save(output_dir, self.format, self.chat)
+        save(output_dir, self.format, self.chat, self.user_turn)
 
     # -- rendering -----------------------------------------------------------
     def render(self, row, tokenizer) -> tuple[str, list[tuple[int, int]], str | None, str | None]:

@@ -25,17 +25,30 @@ def file_kind(path: str) -> str | None:
 
 
 def resolve_model(name: str | None) -> str | None:
-    """`package:<module>/<subdir>` names a model shipped inside an installed Python package."""
+    """`package:<module>[/<subdir>]` names a model shipped inside an installed Python package (found
+    without importing it: a package's __init__ may import what we do not install)."""
     if not name or not name.startswith("package:"):
         return os.path.expanduser(name) if name and name.startswith("~") else name
     module, _, sub = name[len("package:"):].partition("/")
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
         raise DataError(f"model: package '{module}' is not installed (pip install {module.replace('_', '-')})")
-    path = os.path.join(list(spec.submodule_search_locations)[0], sub)
+    root = list(spec.submodule_search_locations)[0]
+    path = os.path.join(root, sub) if sub.strip("/") else root
     if not os.path.isdir(path):
         raise DataError(f"model: {name}: no directory {sub!r} inside package {module}")
     return path
+
+
+def model_path(model) -> str | None:
+    """The config's `model:` section as from_pretrained takes it: a package's folder resolved, a GGUF
+    file (model.gguf_file) converted once into an ordinary model folder (tasks/gguf_model.py)."""
+    name = resolve_model(model.name_or_path)
+    if name and getattr(model, "gguf_file", None):
+        from . import gguf_model
+
+        return gguf_model.converted(gguf_model.locate(name, model.gguf_file, model.revision))
+    return name
 
 
 def is_local(spec: Any) -> bool:

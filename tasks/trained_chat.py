@@ -17,10 +17,25 @@ FORMAT_FILE = "sft_format.json"
 CHAT_FORMATS = ("messages", "sharegpt", "alpaca")
 
 
-def save(output_dir: str, fmt: str, chat: bool) -> None:
+PROMPT_SLOT = "{prompt}"
+
+
+def save(output_dir: str, fmt: str, chat: bool, user_turn: str | None = None) -> None:
+    """`user_turn`: how the template renders a one-turn prompt (PROMPT_SLOT in place of its text), up to
+    the generation prompt: the record of what training, eval and predict put around a prompt (a default
+    system prompt that the template inserts included)."""
     os.makedirs(output_dir, exist_ok=True)
+    record = {"format": fmt, "chat_template": bool(chat)}
+    if user_turn is not None:
+        record["user_turn_rendered"] = user_turn
     with open(os.path.join(output_dir, FORMAT_FILE), "w", encoding="utf-8") as fh:
-        json.dump({"format": fmt, "chat_template": bool(chat)}, fh, indent=1)
+        json.dump(record, fh, indent=1)
+
+
+def rendered_user_turn(render_conversation) -> str:
+    """`render_conversation(msgs)` -> render(n, add_generation_prompt) (tasks/chat_render.py) applied to a
+    one-turn conversation."""
+    return render_conversation([{"role": "user", "content": PROMPT_SLOT}])(1, True)
 
 
 def trained_on_chat(cfg, detect_format) -> bool:

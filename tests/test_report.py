@@ -197,6 +197,15 @@ def test_generation_tables_from_prediction_files(tmp_path):
     page = read(report.write_report(str(sft)))
     assert "<th>prompt</th><th>reference</th><th>prediction</th>" in page and "repeat: sun" in page
 
+    # train.eval_on_start kept the replies before training: shown beside those after, the prompt's end first
+    long_prompt = "<|im_start|>system\n" + "default system prompt " * 30 + "<|im_start|>user\nrepeat: sun"
+    write_jsonl(sft / "eval_generations.jsonl", [{"prompt": long_prompt, "prediction": "sun", "reference": "sun"}])
+    write_jsonl(sft / "eval_generations_start.jsonl",
+                [{"prompt": long_prompt, "prediction": "Sure! Here is", "reference": "sun"}])
+    page = read(report.write_report(str(sft)))
+    assert "<th>before_training</th><th>after_training</th>" in page
+    assert "Sure! Here is" in page and "repeat: sun" in page
+
 
 def _tiny_data(tmp_path, family):
     if family == "classification":

@@ -14,6 +14,7 @@ from . import loader as config
 from .validate import validate
 
 NAME_KEY = "model.name_or_path"
+GGUF_KEY = "model.gguf_file"
 
 
 def _is_name_override(text: str) -> bool:
@@ -25,6 +26,10 @@ def load(path: str, overrides: list[str]):
     named = [o for o in overrides if "=" in o and _is_name_override(o)]
     if not named:
         return config.load(path, overrides)
+    if not any(o.split("=", 1)[0].strip() == GGUF_KEY for o in overrides):
+        # the trained run (or checkpoint) named on the command line is an ordinary model folder; the
+        # config's GGUF file was the base it started from
+        overrides.append(f"{GGUF_KEY}=null")
     rest = [o for o in overrides if o not in named]
     raw = config.apply_overrides(config.read_yaml(path), rest)
     model, tok = raw.get("model") or {}, raw.get("tokenizer") or {}

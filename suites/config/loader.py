@@ -219,6 +219,22 @@ def from_dict(raw: dict, base_dir: str = ".") -> RunConfig:
     return cfg
 
 
+def saved(path: str) -> RunConfig:
+    """The run_config.yaml a run wrote, read back as it is: type-checked, not validated again (its data
+    files may be gone since; serving or exporting the trained model needs none of them)."""
+    raw = read_yaml(path)
+    if raw.get("task") not in TASKS:
+        raise UserError(f"{path}: not a trainsuite run config (task {raw.get('task')!r})")
+    from .train_values import read_no_as_string
+
+    source = raw.pop("source_path", None)  # written by the run, not a key a config file sets
+    if isinstance(raw.get("train"), dict):
+        read_no_as_string(raw["train"])
+    cfg = _build(RunConfig, raw, "")
+    cfg.source_path = source
+    return cfg
+
+
 def load(path: str, overrides: list[str] | None = None) -> RunConfig:
     """Read, override, type-check and validate a run config. Raises UserError."""
     raw = apply_overrides(read_yaml(path), overrides or [])

@@ -35,6 +35,12 @@ def model_type(cfg) -> str | None:
     directory, a saved adapter's base, or the hub cache); None when it cannot be known up front."""
     if cfg.model.from_config:
         return cfg.model.from_config.get("model_type")
+    if cfg.model.gguf_file and cfg.model.name_or_path:
+        from tasks import gguf_model
+        from tasks.io import resolve_model
+
+        folder = resolve_model(cfg.model.name_or_path)
+        return gguf_model.model_type(folder, cfg.model.gguf_file) if os.path.isdir(folder) else None
     path = cfg.model.name_or_path and os.path.expanduser(cfg.model.name_or_path)
     for _ in range(2):  # an adapter directory names its base model
         if not path or path.startswith("package:"):

@@ -18,7 +18,10 @@ RESERVED_TRAIN_KEYS = {"output_dir": "output_dir (top level)", "seed": "seed (to
 
 @dataclass
 class ModelConfig:
-    name_or_path: Optional[str] = None  # hub name, local dir, or package:<module>/<subdir>
+    name_or_path: Optional[str] = None  # hub name, local dir, or package:<module>[/<subdir>]
+    # converted once to an ordinary model folder, kept in $TRAINSUITE_MODEL_CACHE (default
+    # ~/.cache/trainsuite/models): later runs load that folder in a second or two
+    gguf_file: Optional[str] = None  # a GGUF file in that dir or hub repo (e.g. SmolLM2-135M-Instruct.Q4_1.gguf)
     from_config: Optional[dict] = None  # transformers config fields, to train from scratch
     revision: Optional[str] = None  # hub branch, tag or commit
     trust_remote_code: bool = False  # allow a hub model's own Python code

@@ -118,6 +118,10 @@ def _check_config(cfg) -> None:
     if m.name_or_path and m.name_or_path.startswith((".", "/", "~")) and not os.path.exists(
             os.path.expanduser(m.name_or_path)):
         raise UserError(f"config: model.name_or_path: directory not found: {m.name_or_path}")
+    if m.gguf_file is not None:
+        from .gguf import check_gguf
+
+        check_gguf(cfg)
 
     names = training_argument_names()
     for key in cfg.train:

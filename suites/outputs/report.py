@@ -128,9 +128,24 @@ def _generations(run_dir: str):
         return (os.path.relpath(steps[-1], run_dir), ("source", "reference", "hypothesis"),
                 _read_jsonl(steps[-1], MAX_ROWS))
     sft = os.path.join(run_dir, "eval_generations.jsonl")
-    if os.path.isfile(sft):
-        return "eval_generations.jsonl", ("prompt", "reference", "prediction"), _read_jsonl(sft, MAX_ROWS)
-    return None
+    if not os.path.isfile(sft):
+        return None
+    rows = _read_jsonl(sft, MAX_ROWS)
+    start = os.path.join(run_dir, "eval_generations_start.jsonl")  # train.eval_on_start (suites/sft.py)
+    before = _read_jsonl(start, MAX_ROWS) if os.path.isfile(start) else []
+    if before and [r.get("prompt") for r in before] == [r.get("prompt") for r in rows]:
+        # the same prompts: their replies before training beside those after it
+        return ("eval_generations.jsonl", ("prompt", "reference", "before_training", "after_training"),
+                [{"prompt": _tail(r.get("prompt")), "reference": r.get("reference"),
+                  "before_training": b.get("prediction"), "after_training": r.get("prediction")}
+                 for r, b in zip(rows, before)])
+    return "eval_generations.jsonl", ("prompt", "reference", "prediction"), rows
+
+
+def _tail(text, n=MAX_CHARS // 2) -> str:
+    """The end of a chat prompt: the user's question, not the system prompt a template put in front."""
+    text = "" if text is None else str(text)
+    return text if len(text) <= n else "… " + text[-n:]
 
 
 def environment() -> dict:

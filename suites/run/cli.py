@@ -7,6 +7,8 @@
     trainsuite report  RUN_DIR [RUN_DIR ...] [--output FILE]
     trainsuite sweep   CONFIG.yaml [--trials N] [--storage URL] [--study NAME] [--workers K] [dotted.key=value ...]
     trainsuite init    {classification,seq2seq,sft} [--output FILE]
+    trainsuite serve   RUN_DIR [--host 127.0.0.1] [--port 8000] [--api-key KEY] [--max-batch 8]
+    trainsuite export  RUN_DIR --format {safetensors,gguf,onnx} --output DIR [--dtype D] [--quant Q] [--force]
 
 A user mistake (config, data, command line) prints one line `error: ...` and exits with 2.
 stdout carries only the command's result (JSON for train/eval/predict/merge): what libraries print
@@ -41,6 +43,8 @@ EPILOG = """examples:
   trainsuite init classification --output my.yaml  # a commented starter config
   trainsuite merge runs/sft --output runs/sft-merged # fold a LoRA adapter into its base model
   trainsuite sweep configs/demo-sweep.yaml         # hyperparameter search (docs/sweep.md)
+  trainsuite serve runs/sft --port 8000             # try the model with any OpenAI client (docs/serve.md)
+  trainsuite export runs/sft --format gguf --output runs/sft-gguf  # for llama.cpp/Ollama (docs/export.md)
 
 Any config key can be overridden as dotted.key=value (the value is read as YAML).
 train/eval/predict/merge print their results as JSON on stdout; logs go to stderr.
@@ -90,6 +94,14 @@ def parser() -> argparse.ArgumentParser:
     mg.add_argument("run_dir", help="run output_dir holding adapter_config.json")
     mg.add_argument("--output", required=True, help="directory for the merged model (new or empty)")
     mg.add_argument("--force", action="store_true", help="replace a non-empty --output")
+    help_ = "export a run's model for a server or runtime: safetensors (vLLM, TGI), gguf (llama.cpp, Ollama), onnx"
+    ex = sub.add_parser("export", help=help_, description=help_ + "; see docs/export.md")
+    ex.add_argument("run_dir", help="run output_dir (a full model or a LoRA adapter)")
+    ex.add_argument("--format", required=True, choices=("safetensors", "gguf", "onnx"))
+    ex.add_argument("--output", required=True, help="directory for the export (new or empty)")
+    ex.add_argument("--dtype", help="safetensors weights: bf16 (default), fp16 or fp32")
+    ex.add_argument("--quant", help="gguf weights: f16 (default) or q8_0")
+    ex.add_argument("--force", action="store_true", help="replace a non-empty --output")
     help_ = "rebuild a run's report.html from its files, or compare runs on one page"
     rp = sub.add_parser("report", help=help_, description=help_)
     rp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run output_dir (finished or interrupted)")
@@ -99,6 +111,14 @@ def parser() -> argparse.ArgumentParser:
     it.add_argument("family", choices=("classification", "seq2seq", "sft"))
     it.add_argument("--output", help="file to write (default: print to stdout)")
     it.add_argument("--force", action="store_true", help="replace --output if it exists")
+    help_ = "serve a run's model over an OpenAI-compatible HTTP API, for trying and evaluating it (docs/serve.md)"
+    sv = sub.add_parser("serve", help=help_, description=help_)
+    sv.add_argument("run_dir", help="run output_dir (or a checkpoint-N in it) of an sft or classification run")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    sv.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    sv.add_argument("--api-key", help="require `Authorization: Bearer KEY` (default: $TRAINSUITE_API_KEY, else none)")
+    sv.add_argument("--max-batch", type=int, default=8, metavar="N",
+                    help="concurrent requests generated together in one batch (default 8)")
     return p
 
 
@@ -173,6 +193,18 @@ def _command(args) -> int:
         return _report_or_init(args)
     if args.command == "sweep":
         return _sweep(args)
+    if args.command == "export":
+        from ..export import export
+
+        with _stdout_to_stderr(quiet=False):
+            results = export(args.run_dir, args.format, args.output, args.dtype, args.quant, args.force)
+        print(json.dumps(results, indent=2))
+        return 0
+    if args.command == "serve":
+        from ..serve.server import serve
+
+        serve(args.run_dir, args.host, args.port, args.api_key, args.max_batch)
+        return 0
     if getattr(args, "overwrite", False) and args.resume is not None:
         raise UserError("--overwrite and --resume exclude each other: --resume continues the run in "
                         "output_dir, --overwrite deletes it and starts again")

