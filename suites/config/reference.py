@@ -23,6 +23,7 @@ SECTIONS = [
     ("generation", config.GenerationConfig),
     ("sft", config.SFTConfig),
     ("early_stopping", config.EarlyStoppingConfig),
+    ("sweep", config.SweepConfig),
 ]
 FIELD_LINE = re.compile(r"^\s+(\w+):\s*(.+?)(?:\s+#\s*(.*))?$")
 

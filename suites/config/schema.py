@@ -132,6 +132,21 @@ class SFTConfig:
 
 
 @dataclass
+class SweepConfig:
+    # read by `trainsuite sweep` only (docs/sweep.md); `trainsuite train` ignores the block
+    trials: int = 10  # trials to finish (complete, pruned or failed); --trials overrides
+    metric: Optional[str] = None  # default: train.metric_for_best_model
+    direction: Optional[Literal["maximize", "minimize"]] = None  # default: minimize for a loss, else maximize
+    pruner: Literal["median", "hyperband", "none"] = "median"  # fed by every evaluation of a trial
+    # dotted config key -> {log_uniform: [lo, hi]} | {uniform: [lo, hi]} | {choice: [a, b, ...]}
+    # | {int: [lo, hi], step: k}
+    space: dict = field(default_factory=dict)  # the keys to tune and their ranges
+    seed: Optional[int] = None  # seeds the TPE sampler; default: the run's seed
+    timeout_s: Optional[float] = None  # no new trial starts after this many seconds of a sweep command
+    nproc: int = 1  # processes per trial; above 1 each trial runs through scripts/launch --nproc N
+
+
+@dataclass
 class RunConfig:
     task: Literal["classification", "seq2seq", "sft"]  # the task family
     output_dir: str = "runs/default"  # checkpoints, model, results.json, predictions, reports
@@ -151,6 +166,7 @@ class RunConfig:
     # present = stop when train.metric_for_best_model (default: loss) stops improving; the best
     # checkpoint is loaded at the end unless train.load_best_model_at_end is false
     early_stopping: Optional[EarlyStoppingConfig] = None  # {patience: 3, threshold: 0.0}
+    sweep: Optional[SweepConfig] = None  # a hyperparameter search for `trainsuite sweep` (docs/sweep.md)
     source_path: Optional[str] = None  # where the YAML came from (set by load)
 
     def to_dict(self) -> dict:

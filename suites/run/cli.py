@@ -5,6 +5,7 @@
     trainsuite predict CONFIG.yaml --input FILE --output FILE [dotted.key=value ...]
     trainsuite inspect CONFIG.yaml [--rows N] [dotted.key=value ...]
     trainsuite report  RUN_DIR [RUN_DIR ...] [--output FILE]
+    trainsuite sweep   CONFIG.yaml [--trials N] [--storage URL] [--study NAME] [--workers K] [dotted.key=value ...]
     trainsuite init    {classification,seq2seq,sft} [--output FILE]
     trainsuite serve   RUN_DIR [--host 127.0.0.1] [--port 8000] [--api-key KEY] [--max-batch 8]
     trainsuite export  RUN_DIR --format {safetensors,gguf,onnx} --output DIR [--dtype D] [--quant Q] [--force]
@@ -41,6 +42,7 @@ EPILOG = """examples:
   trainsuite report runs/a runs/b --output ab.html # compare runs on one page
   trainsuite init classification --output my.yaml  # a commented starter config
   trainsuite merge runs/sft --output runs/sft-merged # fold a LoRA adapter into its base model
+  trainsuite sweep configs/demo-sweep.yaml         # hyperparameter search (docs/sweep.md)
   trainsuite serve runs/sft --port 8000             # try the model with any OpenAI client (docs/serve.md)
   trainsuite export runs/sft --format gguf --output runs/sft-gguf  # for llama.cpp/Ollama (docs/export.md)
 
@@ -80,6 +82,13 @@ def parser() -> argparse.ArgumentParser:
     ins = add("inspect", "print the first training examples as the model sees them (SFT: trained tokens "
               "in green on a terminal, between [[ and ]] when piped) and counts over the data; loads no model")
     ins.add_argument("--rows", type=int, default=3, metavar="N", help="examples to print (default 3)")
+    sw = add("sweep", "search hyperparameters on Optuna (the config's sweep: block), each trial a run in "
+             "OUTPUT_DIR/trial-NNN; run it again to continue; writes sweep.json, sweep.html, best.yaml")
+    sw.add_argument("--trials", type=int, help="trials to finish (default: sweep.trials)")
+    sw.add_argument("--storage", metavar="URL", help="study storage: a journal file path or a database URL "
+                    "(postgresql://...) that several machines share (default: OUTPUT_DIR/sweep.journal)")
+    sw.add_argument("--study", metavar="NAME", help="study name (default: the output_dir's name)")
+    sw.add_argument("--workers", type=int, default=1, metavar="K", help="worker processes on this machine")
     help_ = "merge a LoRA run's adapter into its base model (a standalone model)"
     mg = sub.add_parser("merge", help=help_, description=help_)
     mg.add_argument("run_dir", help="run output_dir holding adapter_config.json")
@@ -182,6 +191,8 @@ def _command(args) -> int:
         return 0
     if args.command in ("report", "init"):
         return _report_or_init(args)
+    if args.command == "sweep":
+        return _sweep(args)
     if args.command == "export":
         from ..export import export
 
@@ -300,6 +311,12 @@ def _report_or_init(args) -> int:
         else:
             print(text, end="")
         return 0
+    if len(args.run_dirs) == 1 and not args.output:
+        from ..sweep.outputs import from_dir, is_sweep_dir
+
+        if is_sweep_dir(args.run_dirs[0]):
+            print(f"wrote {from_dir(args.run_dirs[0])}")
+            return 0
     from ..outputs import report
 
     if len(args.run_dirs) == 1:
@@ -307,6 +324,14 @@ def _report_or_init(args) -> int:
     else:
         path = report.write_comparison(args.run_dirs, args.output or "comparison.html")
     print(f"wrote {path}")
+    return 0
+
+
+def _sweep(args) -> int:
+    from ..sweep.worker import sweep
+
+    summary = sweep(args.config, args.overrides, args.trials, args.storage, args.study, args.workers)
+    _print_results({"best": summary["best"], "trials": len(summary["trials"])})
     return 0
 
 

@@ -23,6 +23,7 @@ from ..errors import MISTAKES, UserError
 from ..family import family_for
 from ..modeling import is_adapter_dir, load_tokenizer, parameter_counts
 from ..outputs import report, tracking
+from ..sweep import reporter as sweep_reporter
 from . import lock, run_dir, signals
 from .resume import resolve_resume
 
@@ -143,6 +144,7 @@ def _prepare(cfg, resume, stop):
     """Data, tokenizer, model and trainer of a training run; its config and task files written."""
     family, task, tokenizer, trainer, data = build(cfg, "train")
     trainer.add_callback(stop)
+    sweep_reporter.attach(trainer, cfg)  # a trial of `trainsuite sweep`: evaluations to its study
     counts = parameter_counts(trainer.model)
     log.info("model: %s parameters, %s trainable", f"{counts['params_total']:,}",
              f"{counts['params_trainable']:,}")

@@ -1,0 +1,53 @@
+"""suites/sweep/study.py without training: an orphaned trial (its sweep process gone) is failed and its
+parameters queued once, even when two workers look at the same time; a live worker's trial is left."""
+
+from __future__ import annotations
+
+import socket
+
+import optuna
+import pytest
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.trial import TrialState
+
+from suites.sweep import study as studies
+
+DEAD_PID = 2 ** 22 + 12345  # above Linux's pid_max default: no such process
+
+
+@pytest.fixture
+def study(tmp_path):
+    return optuna.create_study(storage=studies.storage(str(tmp_path / "s.journal")), study_name="s")
+
+
+def _running(study, owner):
+    trial = study.ask()
+    trial.set_user_attr(studies.OWNER, owner)
+    trial.suggest_float("lr", 1e-5, 1e-2, log=True)
+    return trial
+
+
+def test_an_orphaned_trial_is_failed_and_its_parameters_queued_once(study, tmp_path):
+    dead = _running(study, f"{socket.gethostname()}:{DEAD_PID}")
+    alive = _running(study, studies.me())
+    elsewhere = _running(study, f"another-host-{socket.gethostname()}:{DEAD_PID}")
+    assert studies.requeue_orphans(study) == [dead.number]
+    # a second worker that looked at the same time: the storage refuses to finish it twice
+    other = optuna.load_study(study_name="s", storage=studies.storage(str(tmp_path / "s.journal")))
+    with pytest.raises(UpdateFinishedTrialError):
+        other._storage.set_trial_state_values(dead._trial_id, TrialState.FAIL)
+    assert studies.requeue_orphans(other) == []
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states[dead.number] == TrialState.FAIL
+    assert states[alive.number] == states[elsewhere.number] == TrialState.RUNNING
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert len(waiting) == 1
+    again = study.ask()  # the next trial gets the orphan's parameters
+    assert again.suggest_float("lr", 1e-5, 1e-2, log=True) == dead.params["lr"]
+
+
+def test_storage_urls():
+    assert isinstance(studies.storage("sqlite://"), optuna.storages.RDBStorage)
+    assert studies.default_storage("runs/x").endswith("runs/x/sweep.journal")
+    assert isinstance(studies.pruner("none"), optuna.pruners.NopPruner)
+    assert isinstance(studies.pruner("hyperband"), optuna.pruners.HyperbandPruner)
