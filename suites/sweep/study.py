@@ -37,8 +37,26 @@ def storage(url: str):
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     if "://" in url:
-        return optuna.storages.RDBStorage(url)
+        return _rdb_storage(url)
     return JournalStorage(JournalFileBackend(url))
+
+
+def _rdb_storage(url: str, attempts: int = 5):
+    """Optuna creates its tables on first use; workers started together on an empty database race on that
+    (`type "studydirection" already exists`): the loser opens it again, once the winner's tables exist."""
+    import random
+    import time
+
+    import optuna
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except (ProgrammingError, IntegrityError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1) + random.random() * 0.2)
 
 
 def pruner(name: str):
