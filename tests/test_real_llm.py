@@ -219,3 +219,34 @@ def test_resume_mid_epoch_reproduces_the_uninterrupted_run(tmp_path, smollm2_dir
     wa, wb = (load_file(os.path.join(d, "adapter_model.safetensors")) for d in (full, resumed))
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=1e-6, msg=k)
+
+
+def test_exports_of_the_trained_run_stop_at_the_end_of_turn_and_read_back(trained):
+    """`trainsuite export` of the LoRA run on the real model: the safetensors export, loaded by plain
+    transformers, answers and stops at <|im_end|> as predict does; the f16 GGUF, read back by transformers'
+    GGUF reader, gives the same logits (measured 0.054 at most on the base model, logits up to ~37)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path, raw, tmp = trained
+    st, gg = str(tmp / "export-st"), str(tmp / "export-gguf")
+    assert run(["export", raw["output_dir"], "--format", "safetensors", "--dtype", "fp32", "--output", st]) == 0
+    assert run(["export", raw["output_dir"], "--format", "gguf", "--quant", "f16", "--output", gg]) == 0
+    tok = AutoTokenizer.from_pretrained(st)
+    model = AutoModelForCausalLM.from_pretrained(st).eval()
+    end = tok.convert_tokens_to_ids(END)
+    assert end in ([model.generation_config.eos_token_id] if isinstance(model.generation_config.eos_token_id, int)
+                   else model.generation_config.eos_token_id)
+    prompt = tok.apply_chat_template([{"role": "user", "content": f"Capitals: {WORDS[4]}"}], tokenize=False,
+                                     add_generation_prompt=True)
+    ids = tok(prompt, return_tensors="pt", add_special_tokens=False)
+    with torch.no_grad():
+        out = model.generate(**ids, max_new_tokens=12, do_sample=False)[0, ids["input_ids"].shape[1]:].tolist()
+    assert out[-1] == end and len(out) < 12, tok.decode(out)  # stopped by the exported generation config
+    assert tok.decode(out, skip_special_tokens=True).strip() == WORDS[4].upper()
+
+    back = AutoModelForCausalLM.from_pretrained(gg, gguf_file="model-f16.gguf", dtype=torch.float32).eval()
+    text = tok(prompt + WORDS[4].upper() + END + "\nThe river runs past the old stone mill.", return_tensors="pt")
+    with torch.no_grad():
+        ours, theirs = model(**text).logits[0], back(**text).logits[0]
+    assert (ours - theirs).abs().max() < 0.25
+    assert (ours.argmax(-1) == theirs.argmax(-1)).float().mean() >= 0.95
