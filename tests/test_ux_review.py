@@ -60,7 +60,7 @@ def test_yaml_merge_key_may_be_overridden(tmp_path, cls_config):
     ("train.max_length=64", "(did you mean 'data.max_length' or 'sft.max_length'?)"),
     ("train.text_column=t", "(did you mean 'data.text_column'?)"),
     ("data.learning_rate=1", "(did you mean 'train.learning_rate'?)"),
-    ("model.seed=1", "(did you mean top-level 'seed'?)"),
+    ("model.seed=1", "(did you mean top-level 'seed' or 'sweep.seed'?)"),
     ("train.lr=1", "(did you mean 'train.learning_rate'?)"),
     ("train.batch_size=8", "(did you mean 'train.per_device_train_batch_size'?)"),
     ("train.early_stopping_patience=2", "(did you mean 'early_stopping.patience'?)"),
