@@ -32,14 +32,19 @@ def _good_trials(study_file, name):
             intermediate_values={s: 0.0 for s in STEPS_ALL}))
 
 
-def test_the_pruner_stops_a_worse_trial_at_its_first_evaluation(tmp_path, cls_config):
-    cfg = sweep_config(cls_config, trials=3, max_steps=8)
+def _third_trial_after_two_good_ones(tmp_path, cfg):
+    """(output_dir, the sweep process, sweep.json's record of trial 2) of a sweep whose study already holds two good trials."""
     out = cfg["output_dir"]
     os.makedirs(out)
     _good_trials(os.path.join(out, "sweep.journal"), "run")
     proc = run_sweep(write_yaml(tmp_path / "c.yaml", cfg))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    trial = read_sweep(out)["trials"][2]
+    return out, proc, read_sweep(out)["trials"][2]
+
+
+def test_the_pruner_stops_a_worse_trial_at_its_first_evaluation(tmp_path, cls_config):
+    cfg = sweep_config(cls_config, trials=3, max_steps=8)
+    out, proc, trial = _third_trial_after_two_good_ones(tmp_path, cfg)
     assert trial["state"] == "pruned" and trial["steps"] == [2] and trial["dir"] == "trial-002"
     with open(os.path.join(out, "trial-002", "trainer_state.json")) as fh:
         assert json.load(fh)["global_step"] == 2  # of 8: stopped at the evaluation the pruner judged
@@ -112,12 +117,7 @@ def test_a_two_process_trial_runs_through_the_launcher_and_stops_on_every_rank(t
     """sweep.nproc: 2 (gloo on CPU): rank 0 asks the pruner, the other rank follows (else it would wait
     for rank 0 in the next step's all-reduce)."""
     cfg = sweep_config(cls_config, trials=3, max_steps=8, nproc=2)
-    out = cfg["output_dir"]
-    os.makedirs(out)
-    _good_trials(os.path.join(out, "sweep.journal"), "run")
-    proc = run_sweep(write_yaml(tmp_path / "c.yaml", cfg))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    trial = read_sweep(out)["trials"][2]
+    out, proc, trial = _third_trial_after_two_good_ones(tmp_path, cfg)
     assert trial["state"] == "pruned" and trial["steps"] == [2]
     with open(os.path.join(out, "trial-002", "results.json")) as fh:
         assert json.load(fh)["world_size"] == 2
