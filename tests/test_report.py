@@ -132,10 +132,10 @@ def test_figures_draw_user_text_literally(tmp_path):
         confusion_matrix_png(np.array([[1, 2, 0], [0, 3, 1], [1, 0, 2]]), list(MATH_LABELS), path)
         drawn = figures.curves(runs, figures.colors(len(runs)))
         assert matplotlib.rcParams["text.usetex"] is True  # the user's setting is back after drawing
-    fig, ax = figures._plt().subplots()
+    fig, ax = figures.pyplot().subplots()
     figures._plot(ax, [1], [1.0], "_tmp")
     assert [t.get_text() for t in ax.legend().get_texts()] == [" _tmp"]  # a legend drops labels starting with _
-    figures._plt().close(fig)
+    figures.pyplot().close(fig)
     assert read_bytes(path).startswith(b"\x89PNG")
     assert {"loss.png", "eval_metrics.png"} <= {name for name, _, _ in drawn}
 

@@ -53,7 +53,8 @@ def eval_series(history: list) -> dict:
 # ------------------------------------------------------------------ figures
 
 
-def _plt():
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (no display needed); suites/sweep draws with it too."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -68,11 +69,12 @@ def _literal(text) -> str:
     return literal(text)
 
 
-def _png(fig) -> bytes:
+def png_bytes(fig) -> bytes:
+    """The figure as PNG bytes, closed afterwards (pages embed them; nothing is left open)."""
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png", dpi=100)
-    _plt().close(fig)
+    pyplot().close(fig)
     return buf.getvalue()
 
 
@@ -103,7 +105,7 @@ def curves(runs: list, colors: list) -> list:
 
 
 def _curves(runs: list, colors: list) -> list:
-    plt = _plt()
+    plt = pyplot()
     many = len(runs) > 1
     trains = [train_series(r.log_history) for r in runs]
     evals = [eval_series(r.log_history) for r in runs]
@@ -119,7 +121,7 @@ def _curves(runs: list, colors: list) -> list:
                 _plot(ax, *e["eval_loss"], f"{pre}eval", "--", c)
         _style(ax, "loss", "loss")
         ax.legend(fontsize=7)
-        figs.append(("loss.png", "Loss (train solid, eval dashed)", _png(fig)))
+        figs.append(("loss.png", "Loss (train solid, eval dashed)", png_bytes(fig)))
 
     def single(key, name, title, ylabel):
         if not any(key in t for t in trains):
@@ -131,7 +133,7 @@ def _curves(runs: list, colors: list) -> list:
         _style(ax, title, ylabel)
         if many:
             ax.legend(fontsize=7)
-        figs.append((name, title, _png(fig)))
+        figs.append((name, title, png_bytes(fig)))
 
     single("learning_rate", "learning_rate.png", "Learning rate", "lr")
     if any("tokens_per_s" in t or "samples_per_s" in t for t in trains):
@@ -144,7 +146,7 @@ def _curves(runs: list, colors: list) -> list:
             if many:
                 ax.legend(fontsize=7)
         figs.append(("throughput.png", "Throughput per logging interval (training time only: evaluation "
-                     "and checkpoint time left out)", _png(fig)))
+                     "and checkpoint time left out)", png_bytes(fig)))
     mem = next((k for k in ("peak_mem_gib", "peak_rss_gib") if any(k in t for t in trains)), None)
     if mem:
         single(mem, "memory.png", "Peak GPU memory (GiB)" if mem == "peak_mem_gib" else "Peak process memory, RSS (GiB)",
@@ -167,7 +169,7 @@ def _curves(runs: list, colors: list) -> list:
                 ax.legend(fontsize=7)
         for j in range(len(metrics), nrows * ncols):
             axes[j // ncols][j % ncols].set_visible(False)
-        figs.append(("eval_metrics.png", "Evaluation metrics over training", _png(fig)))
+        figs.append(("eval_metrics.png", "Evaluation metrics over training", png_bytes(fig)))
     return figs
 
 

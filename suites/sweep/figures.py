@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 
-from ..outputs.figures import _plt, _png
+from ..outputs.figures import png_bytes, pyplot
 
 log = logging.getLogger("trainsuite")
 
@@ -18,7 +18,7 @@ def history_png(data: dict):
     scored = _scored(data)
     if not scored:
         return None
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.6))
     pick = max if data["direction"] == "maximize" else min
     for state, marker in (("complete", "o"), ("pruned", "x")):
@@ -36,7 +36,7 @@ def history_png(data: dict):
     ax.set_xlabel("trial")
     ax.set_ylabel(data["metric"])
     ax.legend(fontsize=8)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def parallel_png(data: dict):
@@ -44,7 +44,7 @@ def parallel_png(data: dict):
     keys = sorted({k for t in scored for k in t["params"]})
     if not scored or not keys:
         return None
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.6))
     axes = keys + [data["metric"]]
     cols, labels = [], []
@@ -72,7 +72,7 @@ def parallel_png(data: dict):
     ax.set_xticklabels(labels, fontsize=8)
     ax.set_yticks([])
     ax.set_title("each line a trial; colour: the metric (yellow = better)", fontsize=9)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def importance(study) -> dict:
@@ -88,9 +88,9 @@ def importance(study) -> dict:
 
 
 def importance_png(imp: dict):
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 0.5 + 0.5 * len(imp)))
     names = list(imp)[::-1]
     ax.barh(names, [imp[n] for n in names])
     ax.set_xlabel("importance (share of the metric's variance)")
-    return _png(fig)
+    return png_bytes(fig)
