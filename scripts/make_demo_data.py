@@ -1,6 +1,6 @@
-"""Writes the embedded demo data set (configs/demo/*.jsonl): short news-style sentences in four
-topics, built from templates with a fixed seed and 5% label noise, so that a tiny run shows real
-learning (chance is 25%) without any download. Run: python scripts/make_demo_data.py"""
+"""Writes the embedded demo data set (configs/demo/*.jsonl: train, eval and a held-out test split): short
+news-style sentences in four topics, built from templates with a fixed seed and 5% label noise, so that a
+tiny run shows real learning (chance is 25%) without any download. Run: python scripts/make_demo_data.py"""
 
 import json
 import os
@@ -64,7 +64,9 @@ def rows(rng, n):
 def main():
     rng = random.Random(20261123)
     here = os.path.join(os.path.dirname(__file__), "..", "configs", "demo")
-    for name, n in (("train", 1200), ("eval", 300)):
+    # test comes last from the same stream, so train and eval stay as they were; no run trains or is
+    # selected on it: the held-out split of the demo sweep (configs/demo-sweep.yaml, sweep.holdout)
+    for name, n in (("train", 1200), ("eval", 300), ("test", 600)):
         with open(os.path.join(here, f"{name}.jsonl"), "w") as fh:
             for r in rows(rng, n):
                 fh.write(json.dumps(r) + "\n")

@@ -12,7 +12,7 @@ import time
 import optuna
 import yaml
 
-from conftest import write_yaml
+from conftest import sentiment_rows, write_jsonl, write_yaml
 from sweep_common import REPO, read_sweep, run_sweep, sweep_cmd, sweep_config
 
 STEPS_ALL = (2, 4, 6, 8)
@@ -142,3 +142,30 @@ def test_ctrl_c_queues_the_running_trial_again(tmp_path, cls_config):
     assert [t.state.name for t in study.trials] == ["FAIL", "WAITING"]
     assert study.trials[1].system_attrs["fixed_params"] == study.trials[0].params  # queued again
     assert study.trials[0].user_attrs["requeued"]
+
+
+def test_the_best_trial_and_the_config_as_written_are_scored_on_the_holdout_quietly(tmp_path, cls_config):
+    """sweep.holdout: trials are selected on data.eval; at the end the best trial and the config as
+    written (OUTPUT_DIR/baseline) are evaluated on a file no trial saw. --quiet: no progress lines."""
+    cfg = sweep_config(cls_config, trials=2)
+    cfg["sweep"]["holdout"] = write_jsonl(tmp_path / "test.jsonl", sentiment_rows(20, 2))
+    out, path = cfg["output_dir"], write_yaml(tmp_path / "c.yaml", cfg)
+    proc = run_sweep(path, "--quiet")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "sweep:" not in proc.stderr  # neither the trials' lines nor the comparison's
+    data = read_sweep(out)
+    held = data["holdout"]
+    assert json.loads(proc.stdout)["holdout"] == held
+    assert held["metric"] == "eval_loss" and not held["stale"] and held["note"] is None
+    assert held["best"]["number"] == data["best"]["number"] and held["best"]["eval"] == data["best"]["metric"]
+    for side in ("baseline", "best"):
+        run = held[side]["dir"]
+        with open(os.path.join(out, "holdout", run, "eval_results.json")) as fh:
+            assert json.load(fh)["eval_loss"] == held[side]["holdout"]
+    with open(os.path.join(out, "baseline", "run_config.yaml")) as fh:  # the config's own values
+        assert yaml.safe_load(fh)["train"]["learning_rate"] == cfg["train"]["learning_rate"]
+    assert "Held out: " in open(os.path.join(out, "sweep.html")).read()
+    stamp = os.path.getmtime(os.path.join(out, "holdout", "baseline", "eval_results.json"))
+    again = run_sweep(path)  # finished: the comparison is read back, not run again, and printed
+    assert again.returncode == 0 and "(baseline/)" in again.stderr, again.stderr[-2000:]
+    assert os.path.getmtime(os.path.join(out, "holdout", "baseline", "eval_results.json")) == stamp

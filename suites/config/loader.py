@@ -258,3 +258,5 @@ def _resolve_paths(cfg: RunConfig, base_dir: str) -> None:
 
     cfg.data.train = fix(cfg.data.train)
     cfg.data.eval = fix(cfg.data.eval)
+    if cfg.sweep is not None and cfg.sweep.holdout is not None:
+        cfg.sweep.holdout = fix(cfg.sweep.holdout)

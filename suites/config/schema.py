@@ -144,6 +144,9 @@ class SweepConfig:
     seed: Optional[int] = None  # seeds the TPE sampler; default: the run's seed
     timeout_s: Optional[float] = None  # no new trial starts after this many seconds of a sweep command
     nproc: int = 1  # processes per trial; above 1 each trial runs through scripts/launch --nproc N
+    # no trial is selected on it: at the end the best trial and the config as written (trained once in
+    # OUTPUT_DIR/baseline) are evaluated on it, side by side in sweep.json and sweep.html
+    holdout: Union[str, dict, None] = None  # a held-out data file (as data.eval): best trial vs the config as written
 
 
 @dataclass

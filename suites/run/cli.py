@@ -330,8 +330,8 @@ def _report_or_init(args) -> int:
 def _sweep(args) -> int:
     from ..sweep.worker import sweep
 
-    summary = sweep(args.config, args.overrides, args.trials, args.storage, args.study, args.workers)
-    _print_results({"best": summary["best"], "trials": len(summary["trials"])})
+    summary = sweep(args.config, args.overrides, args.trials, args.storage, args.study, args.workers, args.quiet)
+    _print_results({"best": summary["best"], "trials": len(summary["trials"]), "holdout": summary.get("holdout")})
     return 0
 
 

@@ -50,7 +50,13 @@ def summary(study, meta: dict) -> dict:
 
 
 def write_all(out: str, study, meta: dict) -> dict:
+    from .holdout import read
+
     data = summary(study, meta)
+    held = read(out)
+    if held:  # from the sweep's end; a best trial found since then is not in it yet
+        held["stale"] = (held.get("best") or {}).get("number") != (data["best"] or {}).get("number")
+        data["holdout"] = held
     _atomic(os.path.join(out, SWEEP_JSON), json.dumps(data, indent=2))
     if data["best"]:
         _atomic(os.path.join(out, "best.yaml"), best_yaml(meta, data["best"]["params"], out))
@@ -122,6 +128,8 @@ def page(study, data: dict) -> str:
         body.append(f"<p>best: trial {best['number']}, {e(data['metric'])} = {best['metric']:.4g}; "
                     f"{e(', '.join(f'{k}={v}' for k, v in best['params'].items()))}. "
                     f'<a href="best.yaml">best.yaml</a> trains it.</p>')
+    if data.get("holdout"):
+        body.append(_holdout_table(data["holdout"]))
     for title, png in figs:
         if png:
             body.append(f'<figure><img alt="{e(title)}" src="data:image/png;base64,'
@@ -140,6 +148,24 @@ def page(study, data: dict) -> str:
              "text-align:right}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>sweep {e(data['study'])}</title>"
             f"<style>{style}</style></head><body><h1>Sweep {e(data['study'])}</h1>{''.join(body)}</body></html>")
+
+
+def _holdout_table(held: dict) -> str:
+    e = html.escape
+    rows = []
+    for label, side in (("the config as written", held.get("baseline")),
+                        (f"best trial {(held.get('best') or {}).get('number')}", held.get("best"))):
+        if side:
+            link = f'<a href="{e(side["dir"])}/report.html">{e(side["dir"])}</a>'
+            rows.append(f"<tr><td>{e(label)}</td><td>{_fmt(side['eval'])}</td><td>{_fmt(side['holdout'])}</td>"
+                        f"<td>{link}</td></tr>")
+    note = [held["note"]] if held.get("note") else []
+    if held.get("stale"):
+        note.append("the best trial changed since this comparison; run `trainsuite sweep` again to redo it")
+    return (f"<h2>Held out: {e(str(held['file']))}</h2><p>No trial was selected on this file; "
+            f"{e(held['metric'])} on the eval split (where trials were selected) and on it:</p>"
+            f"<table><tr><th>run</th><th>eval</th><th>held out</th><th>report</th></tr>{''.join(rows)}</table>"
+            + "".join(f"<p>{e(n)}</p>" for n in note))
 
 
 def _fmt(v) -> str:

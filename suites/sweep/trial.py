@@ -43,18 +43,24 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
 
 
-def run(config_path: str, overrides: list[str], run_dir: str, env_value: str, metric: str,
+def run(config_path: str, overrides: list[str], run_dir: str, env_value: str | None, metric: str,
         nproc: int = 1) -> Outcome:
+    """env_value: the study and trial the run reports to; None for a run outside the study (the baseline),
+    which replaces what an interrupted earlier attempt left in run_dir."""
     os.makedirs(os.path.dirname(run_dir) or ".", exist_ok=True)
-    env = {**os.environ, TRIAL_ENV: env_value}
+    env = {k: v for k, v in os.environ.items() if k != TRIAL_ENV}
+    if env_value is not None:
+        env[TRIAL_ENV] = env_value
     cmd = command(config_path, [*overrides, f"output_dir={json.dumps(run_dir)}"], nproc)
+    if env_value is None:
+        cmd.append("--overwrite")
     with open(os.path.join(os.path.dirname(run_dir), f"{os.path.basename(run_dir)}.log"), "wb") as log:
         code = subprocess.call(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
                                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
     if code != 0:
         return Outcome("failed", None, f"exit code {code}, see {os.path.basename(run_dir)}.log")
-    pruned = _read(os.path.join(run_dir, TRIAL_FILE)).get("pruned")
-    value = _read(os.path.join(run_dir, "results.json")).get(metric_key(metric))
+    pruned = read_json(os.path.join(run_dir, TRIAL_FILE)).get("pruned")
+    value = read_json(os.path.join(run_dir, "results.json")).get(metric_key(metric))
     if pruned:
         return Outcome("pruned", value)
     if value is None:
@@ -62,7 +68,8 @@ def run(config_path: str, overrides: list[str], run_dir: str, env_value: str, me
     return Outcome("complete", float(value))
 
 
-def _read(path: str) -> dict:
+def read_json(path: str) -> dict:
+    """A JSON file a run wrote; {} when it is missing or cut short."""
     try:
         with open(path) as fh:
             return json.load(fh)

@@ -6,6 +6,7 @@ With --workers K, K worker processes share the study (the journal file or the da
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import subprocess
@@ -13,7 +14,9 @@ import sys
 import time
 
 from ..errors import UserError
-from . import outputs, space, study as studies, trial as trials
+from . import holdout, outputs, space, study as studies, trial as trials
+
+log = logging.getLogger("trainsuite")  # --quiet (warnings only) keeps a failed or re-queued trial's line
 
 SURPLUS = "surplus"  # a trial asked for after the study already held enough (another worker was quicker)
 LOWER_IS_BETTER = ("loss", "perplexity", "mse", "mae", "rmse", "runtime")
@@ -43,11 +46,30 @@ def prepare(config_path: str, overrides: list[str], trials_n: int | None):
         raise UserError(f"config: 'sweep.nproc' must be at least 1, got {cfg.sweep.nproc}")
     params = space.parse(cfg.sweep.space)
     space.check(config_path, overrides, params)
+    _check_holdout(cfg, config_path, overrides)
     return cfg, params
 
 
+def _check_holdout(cfg, config_path, overrides) -> None:
+    """sweep.holdout gets the checks data.eval gets (the file, its columns), and must not be a split the
+    trials train or are selected on."""
+    from .. import config
+    from ..errors import MISTAKES
+
+    held = cfg.sweep.holdout
+    if held is None:
+        return
+    if held in (cfg.data.eval, cfg.data.train):
+        split = "data.eval: the trials are selected on it" if held == cfg.data.eval else "data.train"
+        raise UserError(f"config: 'sweep.holdout' is {split}; name a file no trial sees")
+    try:
+        config.load(config_path, [*overrides, space.override("data.eval", held)])
+    except MISTAKES as exc:
+        raise UserError(f"config: 'sweep.holdout' {held!r}: {exc}") from None
+
+
 def sweep(config_path: str, overrides: list[str], trials_n=None, storage=None, study_name=None,
-          workers: int = 1) -> dict:
+          workers: int = 1, quiet: bool = False) -> dict:
     cfg, params = prepare(config_path, overrides, trials_n)
     if workers < 1:
         raise UserError(f"--workers must be at least 1, got {workers}")
@@ -63,10 +85,13 @@ def sweep(config_path: str, overrides: list[str], trials_n=None, storage=None, s
     study = studies.open_study(meta["storage"], meta["study"], cfg.sweep, meta["direction"], meta["seed"])
     _write_meta(out, meta)
     if workers > 1:
-        _run_workers(config_path, overrides, meta, workers)
+        _run_workers(config_path, overrides, meta, workers, quiet)
         study = studies.open_study(meta["storage"], meta["study"], cfg.sweep, meta["direction"], meta["seed"])
     else:
         work(study, cfg, params, config_path, overrides, meta, out)
+    result = holdout.compare(cfg, config_path, overrides, meta, out, outputs.summary(study, meta)["best"])
+    for line in holdout.lines(result) if result else []:
+        log.info("%s", line)
     return outputs.write_all(out, study, meta)
 
 
@@ -79,9 +104,10 @@ def _write_meta(out: str, meta: dict) -> None:
         json.dump(safe, fh, indent=2)
 
 
-def _run_workers(config_path, overrides, meta, workers: int) -> None:
+def _run_workers(config_path, overrides, meta, workers: int, quiet: bool) -> None:
     cmd = [sys.executable, "-m", "suites.run.cli", "sweep", config_path, *overrides, "--workers", "1",
-           "--storage", meta["storage"], "--study", meta["study"], "--trials", str(meta["trials"])]
+           "--storage", meta["storage"], "--study", meta["study"], "--trials", str(meta["trials"]),
+           *(["--quiet"] if quiet else [])]
     procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, preexec_fn=trials._die_with_parent
                               if sys.platform.startswith("linux") else None) for _ in range(workers)]
     for p in procs:
@@ -93,7 +119,8 @@ def work(study, cfg, params, config_path, overrides, meta, out) -> None:
     from optuna.trial import TrialState
 
     for number in studies.requeue_orphans(study):
-        _say(f"trial {number}: its sweep process died while it ran; failed, its parameters queued again")
+        log.warning("sweep: trial %d: its sweep process died while it ran; failed, its parameters queued again",
+                    number)
     target, start, durations = meta["trials"], time.monotonic(), []
     timeout = cfg.sweep.timeout_s
     while True:
@@ -101,7 +128,8 @@ def work(study, cfg, params, config_path, overrides, meta, out) -> None:
         if finished + running >= target:
             break
         if timeout is not None and time.monotonic() - start >= timeout:
-            _say(f"sweep.timeout_s ({timeout:g} s) reached: no new trial ({finished}/{target} finished)")
+            log.info("sweep: sweep.timeout_s (%g s) reached: no new trial (%d/%d finished)", timeout, finished,
+                     target)
             break
         trial = study.ask()
         trial.set_user_attr(studies.OWNER, studies.me())
@@ -160,21 +188,19 @@ def _fmt(v) -> str:
 
 
 def _progress(study, number, values, outcome, meta, durations) -> None:
-    finished, _ = counted(study)
+    finished, running = counted(study)  # running: other workers' trials, which go on beside this one
     best = outputs.best_trial(study)
     best_text = f"best {_fmt(best.value)} (trial {best.number})" if best else "best -"
     metric = f"{meta['metric']}={_fmt(outcome.value)}" if outcome.value is not None else outcome.reason
     left = max(0, meta["trials"] - finished)
-    eta = _duration(sum(durations) / len(durations) * left) if left else "0s"
+    eta = _duration(sum(durations) / len(durations) * math.ceil(left / (running + 1))) if left else "0s"
     params = " ".join(f"{k}={_fmt(v)}" for k, v in values.items())
-    _say(f"trial {number} {outcome.state}: {params}  {metric}  {best_text}  "
-         f"[{finished}/{meta['trials']} finished, ETA {eta}]")
+    line = (f"sweep: trial {number} {outcome.state}: {params}  {metric}  {best_text}  "
+            f"[{finished}/{meta['trials']} finished, ETA {eta}]")
+    log.log(logging.WARNING if outcome.state == "failed" else logging.INFO, "%s", line)
 
 
 def _duration(s: float) -> str:
     s = int(math.ceil(s))
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
-
-def _say(line: str) -> None:
-    print(f"sweep: {line}", file=sys.stderr, flush=True)
