@@ -69,7 +69,7 @@ def _evaluate(config_path, overrides, out, run, holdout, key):
            f"model.name_or_path={json.dumps(os.path.join(out, run))}", override("data.eval", holdout),
            f"output_dir={json.dumps(where)}", "--quiet"]
     with open(where + ".log", "wb") as fh:
-        code = subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT)
+        code = subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT, preexec_fn=trials.dies_with_parent())
     value = trials.read_json(os.path.join(where, "eval_results.json")).get(key) if code == 0 else None
     if value is None:
         log.warning("sweep: the held-out evaluation of %s failed (exit code %d, see %s.log)", run, code,

@@ -91,15 +91,16 @@ def best_yaml(meta: dict, params: dict, out: str) -> str:
     raw.pop("sweep", None)
     raw["output_dir"] = os.path.join(out, "best")
     base = os.path.dirname(meta["config"])
-    data = raw.get("data") or {}
-    for split in ("train", "eval"):  # relative to the original config, which best.yaml no longer sits beside
-        p = data.get(split)
+    def beside_config(p):  # relative to the original config, which best.yaml no longer sits beside
+        if isinstance(p, dict):  # seq2seq's {source: FILE, target: FILE}
+            return {k: beside_config(v) for k, v in p.items()}
         if isinstance(p, str) and not os.path.isabs(p) and os.path.exists(os.path.join(base, p)):
-            data[split] = os.path.join(base, p)
-    model = raw.get("model") or {}
-    p = model.get("name_or_path")
-    if isinstance(p, str) and not os.path.isabs(p) and os.path.exists(os.path.join(base, p)):
-        model["name_or_path"] = os.path.join(base, p)
+            return os.path.join(base, p)
+        return p
+
+    for section, key in (("data", "train"), ("data", "eval"), ("model", "name_or_path")):
+        if isinstance(raw.get(section), dict) and key in raw[section]:
+            raw[section][key] = beside_config(raw[section][key])
     head = (f"# the best trial of sweep {meta['study']!r} ({meta['metric']}), from {meta['config']}\n"
             f"# train it: trainsuite train {os.path.join(out, 'best.yaml')}\n")
     return head + yaml.safe_dump(raw, sort_keys=False)

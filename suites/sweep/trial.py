@@ -34,6 +34,12 @@ def command(config_path: str, overrides: list[str], nproc: int) -> list[str]:
     return [sys.executable, "-m", "suites.run.cli", "train", config_path, *overrides, "--quiet"]
 
 
+def dies_with_parent():
+    """The preexec_fn of a child process of the sweep (a trial, a worker, an evaluation): it ends with the
+    sweep process (Linux; None elsewhere)."""
+    return _die_with_parent if sys.platform.startswith("linux") else None
+
+
 def _die_with_parent() -> None:
     """(Linux) the trial gets SIGTERM when the sweep process dies, even by SIGKILL: no orphan run goes on
     writing into a trial directory the next sweep re-queues."""
@@ -56,7 +62,7 @@ def run(config_path: str, overrides: list[str], run_dir: str, env_value: str | N
         cmd.append("--overwrite")
     with open(os.path.join(os.path.dirname(run_dir), f"{os.path.basename(run_dir)}.log"), "wb") as log:
         code = subprocess.call(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                               preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+                               preexec_fn=dies_with_parent())
     if code != 0:
         return Outcome("failed", None, f"exit code {code}, see {os.path.basename(run_dir)}.log")
     pruned = read_json(os.path.join(run_dir, TRIAL_FILE)).get("pruned")

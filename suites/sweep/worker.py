@@ -108,8 +108,8 @@ def _run_workers(config_path, overrides, meta, workers: int, quiet: bool) -> Non
     cmd = [sys.executable, "-m", "suites.run.cli", "sweep", config_path, *overrides, "--workers", "1",
            "--storage", meta["storage"], "--study", meta["study"], "--trials", str(meta["trials"]),
            *(["--quiet"] if quiet else [])]
-    procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, preexec_fn=trials._die_with_parent
-                              if sys.platform.startswith("linux") else None) for _ in range(workers)]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, preexec_fn=trials.dies_with_parent())
+             for _ in range(workers)]
     for p in procs:
         p.wait()
 
