@@ -51,3 +51,24 @@ def test_storage_urls():
     assert studies.default_storage("runs/x").endswith("runs/x/sweep.journal")
     assert isinstance(studies.pruner("none"), optuna.pruners.NopPruner)
     assert isinstance(studies.pruner("hyperband"), optuna.pruners.HyperbandPruner)
+
+
+def test_the_progress_line_and_its_eta_count_the_other_workers(study, caplog):
+    """One finished trial of 6, two trials running in other workers: the 5 left take ceil(5 / 3) rounds of
+    the mean trial time (60 s) here."""
+    from suites.sweep.trial import Outcome
+    from suites.sweep.worker import _progress
+
+    done = study.ask()
+    done.suggest_float("lr", 1e-5, 1e-2, log=True)
+    study.tell(done, 0.5)
+    for owner in ("a:1", "b:2"):
+        _running(study, owner)
+    meta = {"metric": "eval_loss", "trials": 6}
+    with caplog.at_level("INFO", logger="trainsuite"):
+        _progress(study, 0, {"lr": 0.001}, Outcome("complete", 0.5), meta, [60.0])
+        _progress(study, 4, {"lr": 0.01}, Outcome("failed", None, "exit code 1"), meta, [60.0])
+    first, second = caplog.records
+    assert first.levelname == "INFO" and first.getMessage() == (
+        "sweep: trial 0 complete: lr=0.001  eval_loss=0.5  best 0.5 (trial 0)  [1/6 finished, ETA 2m00s]")
+    assert second.levelname == "WARNING" and "trial 4 failed: lr=0.01  exit code 1" in second.getMessage()
