@@ -90,11 +90,14 @@ def test_kill_9_mid_trial_then_rerun_continues_the_study(tmp_path, cls_config):
 
 def test_two_workers_share_one_study_and_the_outputs(tmp_path, cls_config):
     cfg = sweep_config(cls_config, trials=2)
+    cfg["sweep"]["holdout"] = write_jsonl(tmp_path / "test.jsonl", sentiment_rows(20, 2))
     out, path = cfg["output_dir"], write_yaml(tmp_path / "c.yaml", cfg)
     proc = run_sweep(path, "--workers", "2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = read_sweep(out)
     assert [t["state"] for t in data["trials"]] == ["complete", "complete"]
+    # the command that started the workers compares once, after both: one baseline, no clash in its folder
+    assert proc.stderr.count("training the config as written") == 1 and data["holdout"]["note"] is None
     assert sorted(t["dir"] for t in data["trials"]) == ["trial-000", "trial-001"]
     from suites.sweep.study import load_study
 

@@ -95,11 +95,14 @@ def _save(out: str, result: dict) -> dict:
 
 def lines(result: dict) -> list[str]:
     """What the sweep prints at its end."""
+    file = result["file"]
+    if isinstance(file, str) and os.path.abspath(file).startswith(os.getcwd() + os.sep):
+        file = os.path.relpath(file)
     if result.get("note") and not _scored(result):
-        return [f"sweep: held-out comparison on {result['file']}: {result['note']}"]
+        return [f"sweep: held-out comparison on {file}: {result['note']}"]
     base, best, key = result["baseline"], result["best"], result["metric"]
     delta = best["holdout"] - base["holdout"]
-    return [f"sweep: held-out {result['file']} ({key}; no trial was selected on it):",
+    return [f"sweep: held-out {file} ({key}; no trial was selected on it):",
             f"sweep:   the config as written (baseline/): {_fmt(base['holdout'])}  (eval {_fmt(base['eval'])})",
             f"sweep:   best trial {best['number']} ({best['dir']}/): {_fmt(best['holdout'])}  "
             f"(eval {_fmt(best['eval'])})  {delta:+.4g} over the baseline"]

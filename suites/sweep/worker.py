@@ -19,6 +19,7 @@ from . import holdout, outputs, space, study as studies, trial as trials
 log = logging.getLogger("trainsuite")  # --quiet (warnings only) keeps a failed or re-queued trial's line
 
 SURPLUS = "surplus"  # a trial asked for after the study already held enough (another worker was quicker)
+WORKER_ENV = "TRAINSUITE_SWEEP_WORKER"  # set in the processes of --workers K
 LOWER_IS_BETTER = ("loss", "perplexity", "mse", "mae", "rmse", "runtime")
 
 
@@ -89,6 +90,8 @@ def sweep(config_path: str, overrides: list[str], trials_n=None, storage=None, s
         study = studies.open_study(meta["storage"], meta["study"], cfg.sweep, meta["direction"], meta["seed"])
     else:
         work(study, cfg, params, config_path, overrides, meta, out)
+    if os.environ.get(WORKER_ENV):  # one of --workers K: the command that started it writes the outputs
+        return outputs.summary(study, meta)
     result = holdout.compare(cfg, config_path, overrides, meta, out, outputs.summary(study, meta)["best"])
     for line in holdout.lines(result) if result else []:
         log.info("%s", line)
@@ -108,7 +111,8 @@ def _run_workers(config_path, overrides, meta, workers: int, quiet: bool) -> Non
     cmd = [sys.executable, "-m", "suites.run.cli", "sweep", config_path, *overrides, "--workers", "1",
            "--storage", meta["storage"], "--study", meta["study"], "--trials", str(meta["trials"]),
            *(["--quiet"] if quiet else [])]
-    procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, preexec_fn=trials.dies_with_parent())
+    procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, env={**os.environ, WORKER_ENV: "1"},
+                              preexec_fn=trials.dies_with_parent())
              for _ in range(workers)]
     for p in procs:
         p.wait()
