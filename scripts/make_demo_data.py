@@ -61,9 +61,9 @@ def rows(rng, n):
     return out
 
 
-def main():
+def main(here=None):
     rng = random.Random(20261123)
-    here = os.path.join(os.path.dirname(__file__), "..", "configs", "demo")
+    here = here or os.path.join(os.path.dirname(__file__), "..", "configs", "demo")
     # test comes last from the same stream, so train and eval stay as they were; no run trains or is
     # selected on it: the held-out split of the demo sweep (configs/demo-sweep.yaml, sweep.holdout)
     for name, n in (("train", 1200), ("eval", 300), ("test", 600)):

@@ -33,3 +33,19 @@ def test_demo_sft_data_is_what_its_script_writes(tmp_path):
         with open(os.path.join(root, "configs", "demo", name), encoding="utf-8") as a, \
                 open(tmp_path / name, encoding="utf-8") as b:
             assert a.read() == b.read(), name
+
+
+def test_demo_data_is_what_its_script_writes(tmp_path):
+    """configs/demo/{train,eval,test}.jsonl come from scripts/make_demo_data.py (fixed seed); test.jsonl, the
+    demo sweep's held-out split, comes last from the same stream, so train and eval are those of before it."""
+    import importlib.util
+
+    root = os.path.join(os.path.dirname(__file__), "..")
+    spec = importlib.util.spec_from_file_location("make_demo_data", os.path.join(root, "scripts", "make_demo_data.py"))
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    script.main(str(tmp_path))
+    for name in ("train.jsonl", "eval.jsonl", "test.jsonl"):
+        with open(os.path.join(root, "configs", "demo", name), encoding="utf-8") as a, \
+                open(tmp_path / name, encoding="utf-8") as b:
+            assert a.read() == b.read(), name
