@@ -150,7 +150,7 @@ def test_ctrl_c_queues_the_running_trial_again(tmp_path, cls_config):
 def test_the_best_trial_and_the_config_as_written_are_scored_on_the_holdout_quietly(tmp_path, cls_config):
     """sweep.holdout: trials are selected on data.eval; at the end the best trial and the config as
     written (OUTPUT_DIR/baseline) are evaluated on a file no trial saw. --quiet: no progress lines."""
-    cfg = sweep_config(cls_config, trials=2)
+    cfg = sweep_config(cls_config, trials=1)
     cfg["sweep"]["holdout"] = write_jsonl(tmp_path / "test.jsonl", sentiment_rows(20, 2))
     out, path = cfg["output_dir"], write_yaml(tmp_path / "c.yaml", cfg)
     proc = run_sweep(path, "--quiet")
