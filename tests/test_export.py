@@ -188,6 +188,75 @@ def test_gguf_q8_0_keeps_the_top_token(tmp_path, chat_tokenizer):
     assert agree >= 0.99
 
 
+def render_ollama(modelfile: str, messages: list[dict]) -> str:
+    """The prompt Ollama builds from a Modelfile for a chat: its SYSTEM goes in front of a conversation with
+    no system message (ollama's server/routes.go), then the TEMPLATE is run. A small Go-template reader for
+    the actions our TEMPLATE uses: {{ range .Messages }} ... {{ end }}, {{ .Field }}, and the trim markers
+    ({{- drops the whitespace before the action, -}} the whitespace after)."""
+    import re
+
+    template = re.search(r'^TEMPLATE """(.*?)"""$', modelfile, re.S | re.M).group(1)
+    system = re.search(r'^SYSTEM """(.*?)"""$', modelfile, re.S | re.M)
+    if system and messages[0]["role"] != "system":
+        messages = [{"role": "system", "content": system.group(1)}, *messages]
+    parts = re.split(r"(\{\{.*?\}\})", template)
+    for i, part in enumerate(parts):
+        if part.startswith("{{-") and i:
+            parts[i - 1] = parts[i - 1].rstrip()
+        if part.endswith("-}}") and i + 1 < len(parts):
+            parts[i + 1] = parts[i + 1].lstrip()
+    actions = [p.strip("{}-").strip() if p.startswith("{{") else None for p in parts]
+
+    def run(i, dot):  # renders from parts[i] to the matching {{ end }}: (text, index of that end)
+        out = []
+        while i < len(parts):
+            action = actions[i]
+            if action is None:
+                out.append(parts[i])
+            elif action == "end":
+                return "".join(out), i
+            elif action == "range .Messages":
+                for message in dot["Messages"]:
+                    body, end = run(i + 1, {k.capitalize(): v for k, v in message.items()})
+                    out.append(body)
+                i = end
+            elif action.startswith("."):
+                out.append(dot[action[1:]])
+            else:
+                raise AssertionError(f"a Go template action this reader does not know: {action}")
+            i += 1
+        return "".join(out), i
+
+    return run(0, {"Messages": messages})[0]
+
+
+SMOLLM2_LIKE_TEMPLATE = (  # SmolLM2-Instruct's: ChatML with a default system prompt
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\\nYou are a helpful assistant<|im_end|>\\n' }}{% endif %}"
+    "{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+
+
+@pytest.mark.parametrize("template", ["chatml", "default_system"])
+def test_modelfile_template_renders_as_the_tokenizer_chat_template(chat_tokenizer, template):
+    """The Modelfile's TEMPLATE (and SYSTEM, for a template that inserts a default system prompt), run the
+    way Ollama runs it, gives the text the tokenizer's chat template gives."""
+    import copy
+
+    from suites.export.gguf_file import modelfile
+
+    tok = copy.deepcopy(chat_tokenizer)
+    tok.chat_template = CHATML_TEMPLATE if template == "chatml" else SMOLLM2_LIKE_TEMPLATE
+    text = modelfile("model-f16.gguf", tok)
+    assert ("SYSTEM" in text) == (template == "default_system")
+    chats = [[{"role": "user", "content": "repeat: red cat"}],
+             [{"role": "user", "content": "repeat: sun"}, {"role": "assistant", "content": "sun"},
+              {"role": "user", "content": "and moon?"}],
+             [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]]
+    for chat in chats:
+        assert render_ollama(text, chat) == tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+
+
 def test_gguf_query_and_key_rows_are_laid_out_as_transformers_reads_them_back():
     from transformers.modeling_gguf_pytorch_utils import LlamaTensorProcessor
 
