@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 
 import httpx
@@ -15,6 +14,7 @@ uvicorn = pytest.importorskip("uvicorn")
 
 from suites.run.cli import run  # noqa: E402
 from tests.conftest import sentiment_rows, write_jsonl, write_yaml  # noqa: E402
+from tests.serve_common import Running  # noqa: E402
 from tests.sft_common import TINY_LLAMA, sft_config  # noqa: E402
 
 KEY = "test-key-123"
@@ -32,23 +32,6 @@ def sft_run(tmp_path_factory):
     cfg["data"]["prepared_cache"] = False  # a module fixture: no per-test cache folder yet
     assert run(["train", write_yaml(tmp / "c.yaml", cfg), "--quiet"]) == 0
     return cfg["output_dir"]
-
-
-class Running:
-    """The app on a loopback socket, served by uvicorn in a thread; stop() shuts it down and joins it."""
-
-    def __init__(self, app):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))  # bound before the thread starts: clients queue until it accepts
-        self.url = "http://127.0.0.1:%d" % self.sock.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-        self.thread.start()
-
-    def stop(self):
-        self.server.should_exit = True
-        self.thread.join()
-        self.sock.close()
 
 
 @pytest.fixture(scope="module")
