@@ -63,9 +63,11 @@ def compare(ref: torch.Tensor, other: torch.Tensor) -> dict:
     return {"positions": len(ref), "top1_agreement": round(1 - flips.float().mean().item(), 4),
             "flips": int(flips.sum()), "flip_gaps": [round(g, 3) for g in sorted(fg.tolist())],
             "flips_at_gap_lt_0.1": int((fg < 0.1).sum()), "flips_at_gap_lt_0.25": int((fg < 0.25).sum()),
-            "median_gap_all": round(gap.median().item(), 3), "share_gap_lt_0.25": round((gap < 0.25).float().mean().item(), 4),
+            "median_gap_all": round(gap.median().item(), 3),
+            "share_gap_lt_0.25": round((gap < 0.25).float().mean().item(), 4),
             "kl_mean": float(f"{kl.mean().item():.3g}"), "kl_max": float(f"{kl.max().item():.3g}"),
-            "top5_overlap": round(overlap.mean().item(), 4), "max_abs_logit_diff": round((ref - other).abs().max().item(), 4)}
+            "top5_overlap": round(overlap.mean().item(), 4),
+            "max_abs_logit_diff": round((ref - other).abs().max().item(), 4)}
 
 
 def rounded(model, rule):
@@ -151,8 +153,8 @@ def main(argv=None) -> int:
             key = f"file read back: {quant}"
             report["variants"][key] = {"file_mib": round(size / 2 ** 20, 1), **compare(ref, got)}
             twin = f"in memory: {quant} everywhere (as written)"
-            report["variants"][key]["max_abs_diff_to_in_memory_twin"] = round(
-                (got - logits_of(rounded(model, simulated[twin.removeprefix('in memory: ')]), rows)).abs().max().item(), 5)
+            twin_logits = logits_of(rounded(model, simulated[twin.removeprefix("in memory: ")]), rows)
+            report["variants"][key]["max_abs_diff_to_in_memory_twin"] = round((got - twin_logits).abs().max().item(), 5)
             print(key, json.dumps({k: v for k, v in report["variants"][key].items() if k != "flip_gaps"}), flush=True)
             del back
     print(json.dumps(report, indent=1))
