@@ -315,5 +315,7 @@ def test_q8_0_gguf_of_the_real_model_flips_only_near_ties(tmp_path, smollm2_dir)
         ids = tok(fh.read(), add_special_tokens=False)["input_ids"][:1024]
     rows = torch.tensor(ids).view(4, 256)
     got = fidelity.compare(fidelity.logits_of(model, rows), fidelity.logits_of(back, rows))
-    assert got["top1_agreement"] >= 0.96 and max(got["flip_gaps"], default=0) < 0.5, got
+    # measured on the guide's first 1,024 tokens: 96.7% (34 flips, the largest fp32 top-2 gap among them
+    # 0.18; 21% of all positions have a gap under 0.25), mean KL 0.0015, top-5 overlap 97.6%
+    assert got["top1_agreement"] >= 0.95 and max(got["flip_gaps"], default=0) < 0.5, got
     assert got["kl_mean"] < 0.005 and got["top5_overlap"] >= 0.95, got
