@@ -160,6 +160,26 @@ def test_bad_requests_get_openai_errors(client, server):
     assert (reply.status_code, reply.json()["error"]["message"]) == (400, "the request body is not valid JSON")
 
 
+def test_a_run_trained_from_a_gguf_base_is_served_from_its_own_folder(sft_run, tmp_path):
+    """model.gguf_file names the base the run started from (tests/test_real_llm.py trains on the packaged
+    SmolLM2 GGUF); the run folder holds an ordinary model, and serve loads that, as predict does."""
+    import shutil
+
+    import yaml
+
+    from suites.serve.server import prepare
+
+    run_dir = tmp_path / "from-gguf"
+    shutil.copytree(sft_run, run_dir)
+    with open(run_dir / "run_config.yaml") as fh:
+        saved = yaml.safe_load(fh)
+    saved["model"].update(name_or_path=str(tmp_path / "base"), gguf_file="base.Q4_0.gguf", from_config=None)
+    write_yaml(run_dir / "run_config.yaml", saved)
+    served, batcher, _ = prepare(str(run_dir), api_key=None, max_batch=2)
+    batcher.close()
+    assert served.cfg.model.gguf_file is None and served.cfg.model.name_or_path == str(run_dir)
+
+
 def test_a_wrong_or_missing_key_gets_401(server):
     bad = openai.OpenAI(base_url=server[0].url + "/v1", api_key="wrong", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
