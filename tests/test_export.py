@@ -188,6 +188,75 @@ def test_gguf_q8_0_keeps_the_top_token(tmp_path, chat_tokenizer):
     assert agree >= 0.99
 
 
+def render_ollama(modelfile: str, messages: list[dict]) -> str:
+    """The prompt Ollama builds from a Modelfile for a chat: its SYSTEM goes in front of a conversation with
+    no system message (ollama's server/routes.go), then the TEMPLATE is run. A small Go-template reader for
+    the actions our TEMPLATE uses: {{ range .Messages }} ... {{ end }}, {{ .Field }}, and the trim markers
+    ({{- drops the whitespace before the action, -}} the whitespace after)."""
+    import re
+
+    template = re.search(r'^TEMPLATE """(.*?)"""$', modelfile, re.S | re.M).group(1)
+    system = re.search(r'^SYSTEM """(.*?)"""$', modelfile, re.S | re.M)
+    if system and messages[0]["role"] != "system":
+        messages = [{"role": "system", "content": system.group(1)}, *messages]
+    parts = re.split(r"(\{\{.*?\}\})", template)
+    for i, part in enumerate(parts):
+        if part.startswith("{{-") and i:
+            parts[i - 1] = parts[i - 1].rstrip()
+        if part.endswith("-}}") and i + 1 < len(parts):
+            parts[i + 1] = parts[i + 1].lstrip()
+    actions = [p.strip("{}-").strip() if p.startswith("{{") else None for p in parts]
+
+    def run(i, dot):  # renders from parts[i] to the matching {{ end }}: (text, index of that end)
+        out = []
+        while i < len(parts):
+            action = actions[i]
+            if action is None:
+                out.append(parts[i])
+            elif action == "end":
+                return "".join(out), i
+            elif action == "range .Messages":
+                for message in dot["Messages"]:
+                    body, end = run(i + 1, {k.capitalize(): v for k, v in message.items()})
+                    out.append(body)
+                i = end
+            elif action.startswith("."):
+                out.append(dot[action[1:]])
+            else:
+                raise AssertionError(f"a Go template action this reader does not know: {action}")
+            i += 1
+        return "".join(out), i
+
+    return run(0, {"Messages": messages})[0]
+
+
+SMOLLM2_LIKE_TEMPLATE = (  # SmolLM2-Instruct's: ChatML with a default system prompt
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\\nYou are a helpful assistant<|im_end|>\\n' }}{% endif %}"
+    "{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+
+
+@pytest.mark.parametrize("template", ["chatml", "default_system"])
+def test_modelfile_template_renders_as_the_tokenizer_chat_template(chat_tokenizer, template):
+    """The Modelfile's TEMPLATE (and SYSTEM, for a template that inserts a default system prompt), run the
+    way Ollama runs it, gives the text the tokenizer's chat template gives."""
+    import copy
+
+    from suites.export.gguf_file import modelfile
+
+    tok = copy.deepcopy(chat_tokenizer)
+    tok.chat_template = CHATML_TEMPLATE if template == "chatml" else SMOLLM2_LIKE_TEMPLATE
+    text = modelfile("model-f16.gguf", tok)
+    assert ("SYSTEM" in text) == (template == "default_system")
+    chats = [[{"role": "user", "content": "repeat: red cat"}],
+             [{"role": "user", "content": "repeat: sun"}, {"role": "assistant", "content": "sun"},
+              {"role": "user", "content": "and moon?"}],
+             [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]]
+    for chat in chats:
+        assert render_ollama(text, chat) == tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+
+
 def test_gguf_query_and_key_rows_are_laid_out_as_transformers_reads_them_back():
     from transformers.modeling_gguf_pytorch_utils import LlamaTensorProcessor
 
@@ -268,7 +337,7 @@ def test_export_refuses_a_non_empty_output_unless_forced(tmp_path, chat_tokenize
     assert run(["export", run_dir, "--format", "safetensors", "--output", str(out), "--quant", "q8_0"]) == 2
     assert "--quant is for --format gguf" in capsys.readouterr().err
     assert run(["export", run_dir, "--format", "onnx", "--output", str(out), "--force"]) == 2
-    assert "onnx takes a classification model" in capsys.readouterr().err
+    assert "onnx takes a classification or seq2seq model" in capsys.readouterr().err
     assert (out / "keep.txt").exists()
     assert run(["export", run_dir, "--format", "safetensors", "--output", str(out), "--force"]) == 0
     assert not (out / "keep.txt").exists() and (out / "model.safetensors").is_file()
@@ -389,3 +458,43 @@ def test_safetensors_export_of_the_other_families(tmp_path, family):
         enc["decoder_input_ids"] = torch.zeros((3, 2), dtype=torch.long)
     with torch.no_grad():
         torch.testing.assert_close(exported.float()(**enc).logits, model.eval()(**enc).logits, rtol=0, atol=1e-2)
+
+
+def test_onnx_export_of_a_seq2seq_run_decodes_as_trainsuite_predict(tmp_path):
+    """A tiny T5 run (one step from a wide random init: its greedy outputs differ from row to row, where a
+    briefly trained toy model says the same few words): onnxruntime's greedy decode of the exported encoder
+    and decoder gives `trainsuite predict`'s (greedy) predictions, in batches of several sizes and lengths."""
+    import onnxruntime
+    from transformers import AutoTokenizer
+
+    from suites.export.onnx_seq2seq import DECODER, ENCODER, greedy
+    from tests.test_seq2seq import TINY_T5, base_config, parallel_files, toy_pairs
+    from tests.test_seq2seq import write_yaml as write_cfg
+
+    pairs = toy_pairs(120)
+    cfg = base_config(tmp_path, parallel_files(tmp_path, pairs[:100], "train"),
+                      parallel_files(tmp_path, pairs[100:], "val"), model={**TINY_T5, "initializer_factor": 8.0},
+                      train={"max_steps": 1})
+    path = write_cfg(tmp_path / "run.yaml", cfg)
+    assert run(["train", path, "--quiet"]) == 0
+    sources = [s for s, _ in pairs[100:]]
+    inp = tmp_path / "in.jsonl"
+    inp.write_text("".join(json.dumps({"source": s}) + "\n" for s in sources))
+    preds = tmp_path / "preds.jsonl"
+    assert run(["predict", path, "--input", str(inp), "--output", str(preds), "--quiet"]) == 0
+    expected = [json.loads(line)["prediction"] for line in open(preds)]
+    out = str(tmp_path / "onnx")
+    assert run(["export", cfg["output_dir"], "--format", "onnx", "--output", out]) == 0
+    assert {ENCODER, DECODER, "generation_config.json"} <= set(os.listdir(out))
+
+    tok = AutoTokenizer.from_pretrained(out)
+    gen = json.load(open(os.path.join(out, "generation_config.json")))
+    enc, dec = (onnxruntime.InferenceSession(os.path.join(out, f), providers=["CPUExecutionProvider"])
+                for f in (ENCODER, DECODER))
+    got = []
+    for batch in (sources[:1], sources[1:8], sources[8:]):
+        x = tok(batch, padding=True, truncation=True, max_length=32, return_tensors="np")
+        rows = greedy(enc, dec, x["input_ids"].astype(np.int64), x["attention_mask"].astype(np.int64),
+                      gen["decoder_start_token_id"], [gen["eos_token_id"]], cfg["generation"]["max_new_tokens"])
+        got += [t.strip() for t in tok.batch_decode(rows, skip_special_tokens=True)]
+    assert got == expected and len(set(expected)) > 3  # the same text, and not one reply for every row

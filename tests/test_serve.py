@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 
 import httpx
@@ -15,6 +14,7 @@ uvicorn = pytest.importorskip("uvicorn")
 
 from suites.run.cli import run  # noqa: E402
 from tests.conftest import sentiment_rows, write_jsonl, write_yaml  # noqa: E402
+from tests.serve_common import Running  # noqa: E402
 from tests.sft_common import TINY_LLAMA, sft_config  # noqa: E402
 
 KEY = "test-key-123"
@@ -32,23 +32,6 @@ def sft_run(tmp_path_factory):
     cfg["data"]["prepared_cache"] = False  # a module fixture: no per-test cache folder yet
     assert run(["train", write_yaml(tmp / "c.yaml", cfg), "--quiet"]) == 0
     return cfg["output_dir"]
-
-
-class Running:
-    """The app on a loopback socket, served by uvicorn in a thread; stop() shuts it down and joins it."""
-
-    def __init__(self, app):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))  # bound before the thread starts: clients queue until it accepts
-        self.url = "http://127.0.0.1:%d" % self.sock.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-        self.thread.start()
-
-    def stop(self):
-        self.server.should_exit = True
-        self.thread.join()
-        self.sock.close()
 
 
 @pytest.fixture(scope="module")
@@ -175,6 +158,26 @@ def test_bad_requests_get_openai_errors(client, server):
     auth_json = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
     reply = httpx.post(server[0].url + "/v1/completions", headers=auth_json, content=b"{oops")
     assert (reply.status_code, reply.json()["error"]["message"]) == (400, "the request body is not valid JSON")
+
+
+def test_a_run_trained_from_a_gguf_base_is_served_from_its_own_folder(sft_run, tmp_path):
+    """model.gguf_file names the base the run started from (tests/test_real_llm.py trains on the packaged
+    SmolLM2 GGUF); the run folder holds an ordinary model, and serve loads that, as predict does."""
+    import shutil
+
+    import yaml
+
+    from suites.serve.server import prepare
+
+    run_dir = tmp_path / "from-gguf"
+    shutil.copytree(sft_run, run_dir)
+    with open(run_dir / "run_config.yaml") as fh:
+        saved = yaml.safe_load(fh)
+    saved["model"].update(name_or_path=str(tmp_path / "base"), gguf_file="base.Q4_0.gguf", from_config=None)
+    write_yaml(run_dir / "run_config.yaml", saved)
+    served, batcher, _ = prepare(str(run_dir), api_key=None, max_batch=2)
+    batcher.close()
+    assert served.cfg.model.gguf_file is None and served.cfg.model.name_or_path == str(run_dir)
 
 
 def test_a_wrong_or_missing_key_gets_401(server):

@@ -4,7 +4,8 @@ form a server or runtime loads.
     safetensors  every family: LoRA folded in, --dtype bf16 (default) | fp16 | fp32, the tokenizer with the
                  run's chat template, a generation_config.json that stops at every end-of-turn token
     gguf         decoder-only Llama / Mistral / Qwen2 for llama.cpp and Ollama, --quant f16 (default) | q8_0
-    onnx         classifiers, for onnxruntime (dynamic batch and length)
+    onnx         classifiers (model.onnx) and encoder-decoder models (encoder.onnx, decoder.onnx), for
+                 onnxruntime (dynamic batch and lengths)
 
 What can be refused (a family or tokenizer a format cannot hold, a non-empty --output without --force) is
 refused before anything is written; the files go to a temporary folder beside --output that is renamed

@@ -176,16 +176,40 @@ def _tensors(w, model, arch_name: str, permute: bool, quant: str) -> int:
 
 
 # Ollama renders prompts with Go templates, not Jinja: ChatML written in its syntax
-OLLAMA_CHATML = ('TEMPLATE """{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n'
-                 '{{ end }}<|im_start|>assistant\n"""\n')
+OLLAMA_CHATML = ('{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n'
+                 '{{ end }}<|im_start|>assistant\n')
+
+
+def default_system(tokenizer) -> str | None:
+    """The system prompt a ChatML template inserts when a conversation has none (SmolLM2's "You are a
+    helpful AI assistant named SmolLM ..."), else None. Ollama puts a Modelfile's SYSTEM in front of a
+    conversation that has no system message, so SYSTEM carries it."""
+    from jinja2 import TemplateError
+
+    probe = "Hi"
+    try:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": probe}], tokenize=False,
+                                             add_generation_prompt=True)
+    except TemplateError:  # a template that wants more than one user turn: nothing to learn here
+        return None
+    head, sep, _ = text.partition(f"<|im_start|>user\n{probe}<|im_end|>")
+    if not sep or not head.startswith("<|im_start|>system\n") or not head.endswith("<|im_end|>\n"):
+        return None
+    return head[len("<|im_start|>system\n"):-len("<|im_end|>\n")]
 
 
 def modelfile(gguf_name: str, tokenizer) -> str:
-    """An Ollama Modelfile: the file, the chat template where it is ChatML, a stop at each end of turn."""
+    """An Ollama Modelfile: the file, the chat template where it is ChatML (with the system prompt the
+    template adds by default), a stop at each end of turn."""
     text = f"FROM ./{gguf_name}\n"
     template = getattr(tokenizer, "chat_template", None) or ""
     if "<|im_start|>" in template and "<|im_end|>" in template:
-        text += OLLAMA_CHATML
+        text += f'TEMPLATE """{OLLAMA_CHATML}"""\n'
+        system = default_system(tokenizer)
+        if system and '"""' not in system:
+            text += f'SYSTEM """{system}"""\n'
+        elif system:
+            text += "# SYSTEM: the template's default system prompt holds three quotes; add it by hand\n"
     else:
         text += "# TEMPLATE: Ollama reads the chat template from the GGUF metadata when it knows it\n"
     for token in tokenizer.convert_ids_to_tokens(end_of_turn_ids(tokenizer)):

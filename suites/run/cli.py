@@ -94,7 +94,8 @@ def parser() -> argparse.ArgumentParser:
     mg.add_argument("run_dir", help="run output_dir holding adapter_config.json")
     mg.add_argument("--output", required=True, help="directory for the merged model (new or empty)")
     mg.add_argument("--force", action="store_true", help="replace a non-empty --output")
-    help_ = "export a run's model for a server or runtime: safetensors (vLLM, TGI), gguf (llama.cpp, Ollama), onnx"
+    help_ = ("export a run's model for a server or runtime: safetensors (vLLM, TGI), gguf (llama.cpp, Ollama), "
+             "onnx (classifiers, encoder-decoders)")
     ex = sub.add_parser("export", help=help_, description=help_ + "; see docs/export.md")
     ex.add_argument("run_dir", help="run output_dir (a full model or a LoRA adapter)")
     ex.add_argument("--format", required=True, choices=("safetensors", "gguf", "onnx"))

@@ -68,8 +68,10 @@ def load_run(run_dir: str) -> ServedRun:
 
     from ..modeling import load_model
 
-    # the run's own model (full weights, or its adapter on the base it names), as eval/predict load it
+    # the run's own model (full weights, or its adapter on the base it names), as eval/predict load it;
+    # a GGUF file the run started from (model.gguf_file) is its base's, not in the run folder
     cfg.model.name_or_path, cfg.model.from_config = os.path.abspath(run_dir), None
+    cfg.model.gguf_file = None
     cuda = torch.cuda.is_available()
     if cfg.quantization is not None and not cuda:  # bitsandbytes 4/8 bit needs a GPU: serve unquantized
         log.info("serve: no GPU: the base model is loaded unquantized")
