@@ -30,6 +30,10 @@ class Family:
         """Extra keyword arguments for the trainer (metrics, callbacks...)."""
         return {"compute_metrics": task.compute_metrics}
 
+    def data_counts(self, task) -> dict:
+        """What preparing the training data kept, cut or dropped, for results.json (none by default)."""
+        return {}
+
     predict_metrics: dict = {}  # set by predict_rows when the input rows can be scored (test_ prefix)
 
     def predict_rows(self, trainer, task, dataset, tokenizer) -> list[dict]:
@@ -48,6 +52,7 @@ FAMILIES = {
     "classification": "suites.classification:ClassificationFamily",
     "seq2seq": "suites.seq2seq:Seq2SeqFamily",
     "sft": "suites.sft:SFTFamily",
+    "preference": "suites.preference:PreferenceFamily",
 }
 
 

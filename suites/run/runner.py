@@ -148,6 +148,7 @@ def _prepare(cfg, resume, stop):
     counts = parameter_counts(trainer.model)
     log.info("model: %s parameters, %s trainable", f"{counts['params_total']:,}",
              f"{counts['params_trainable']:,}")
+    counts.update(family.data_counts(task))
     log.info("%s", distributed.schedule_line(trainer.args, len(trainer.train_dataset)))
     log_frequency.attach(trainer, cfg)  # a short run logs often enough to draw its curves
     tracking.attach(cfg, trainer, counts)  # report_to: MLflow's local store, config and counts logged
