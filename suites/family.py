@@ -16,6 +16,7 @@ class Family:
     trainer_cls = SuiteTrainer
     special_tokens = None  # for tokenizer.train_from_data
     defaults: dict = {}  # TrainingArguments defaults for this family
+    mode = "train"  # the command: train, eval or predict (set by the runner)
 
     def __init__(self, cfg):
         self.cfg = cfg

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
+import shutil
 
 import torch
 import trl
@@ -31,7 +33,7 @@ from .base import SuiteTrainer
 from .distributed import model_is_sharded
 from .family import pad_multiple
 from .generation import held_out_generations
-from .pairs.logps import pair_logps, reference_logps, use_chunked_head
+from .pairs.logps import REFERENCE_ADAPTER, pair_logps, reference_logps, use_chunked_head
 from .pairs.losses import REFERENCE_FREE, pair_losses
 from .sft import SFTFamily
 
@@ -54,7 +56,7 @@ class SuitePreferenceTrainer(SuiteTrainer, trl.DPOTrainer):
     loss_is_scaled_for_ga = True  # compute_loss divides by the pairs of the whole accumulation window
 
     def __init__(self, *args, suite_cfg=None, train_dataset=None, eval_dataset=None, generation_rows=None,
-                 **kwargs):
+                 continued_adapter=False, **kwargs):
         self.suite_cfg = suite_cfg  # read by _precompute_ref_logps, which trl calls from its __init__
         p = suite_cfg.preference
         if train_dataset is None:  # eval / predict: trl insists on a train set it will not use
@@ -69,10 +71,16 @@ class SuitePreferenceTrainer(SuiteTrainer, trl.DPOTrainer):
                          **kwargs)
         self.generation_rows = generation_rows or []
         model = self.accelerator.unwrap_model(self.model)
-        if "ref" in getattr(model, "peft_config", {}):
-            # trl copies a PEFT model's adapter into a second, "ref" one; a new adapter starts at zero, so the
-            # base with the adapter disabled is the same reference, and no copy is kept (or saved)
-            model.delete_adapter("ref")
+        if REFERENCE_ADAPTER in getattr(model, "peft_config", {}):
+            # trl copies a PEFT model's adapter into a second, frozen "ref" one. A continued SFT adapter needs it
+            # (the reference is the SFT model); a new adapter starts at zero, so the base with the adapter
+            # disabled is the same reference, and no copy is kept
+            if continued_adapter:
+                for name, param in model.named_parameters():
+                    if f".{REFERENCE_ADAPTER}." in name:
+                        param.requires_grad_(False)
+            else:
+                model.delete_adapter(REFERENCE_ADAPTER)
 
     # -- data: prepared by tasks/preference.py, not by trl ----------------------
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
@@ -92,6 +100,13 @@ class SuitePreferenceTrainer(SuiteTrainer, trl.DPOTrainer):
 
         return with_reference_logps(self, dataset, name, self.args.per_device_eval_batch_size,
                                     cache_root(self.suite_cfg))
+
+    def _save(self, output_dir=None, state_dict=None):
+        super()._save(output_dir, state_dict)
+        # the reference copy of a continued adapter is rebuilt from the SFT run at every start: not saved
+        ref = os.path.join(output_dir or self.args.output_dir, REFERENCE_ADAPTER)
+        if os.path.isfile(os.path.join(ref, "adapter_config.json")):
+            shutil.rmtree(ref)
 
     # -- the loss --------------------------------------------------------------
     @property
@@ -196,11 +211,27 @@ class PreferenceFamily(SFTFamily):
         return PreferenceCollator(tokenizer.pad_token_id, pad_multiple())
 
     def trainer_kwargs(self, tokenizer, task) -> dict:
-        return {"generation_rows": task.generation_rows.get("eval"), "ref_model": getattr(self, "_ref_model", None)}
+        return {"generation_rows": task.generation_rows.get("eval"), "ref_model": getattr(self, "_ref_model", None),
+                "continued_adapter": getattr(self, "_continued_adapter", False)}
 
     def build_model(self, tokenizer, task):
+        """SFT's model loading; training from an SFT run with a LoRA adapter continues that adapter (with a
+        peft: block; its frozen copy is the reference, so the reference is the SFT model) or trains the whole
+        merged model (without one)."""
+        from peft import PeftModel
+
         model = super().build_model(tokenizer, task)
         p = self.cfg.preference
+        if isinstance(model, PeftModel) and self.mode == "train":
+            if self.cfg.peft is None:
+                model = model.merge_and_unload()
+                log.info("model: the SFT adapter is merged into its base; the whole model trains (no peft: block)")
+            else:
+                for name, param in model.named_parameters():
+                    param.requires_grad_("lora_" in name)
+                self._continued_adapter = True
+                log.info("model: training continues the SFT run's LoRA adapter (its own r and targets; the peft: "
+                         "block's are not used); the reference is the SFT model, a frozen copy of that adapter")
         if self.cfg.peft is None and p.loss not in REFERENCE_FREE and not p.precompute_ref:
             # a full fine-tune needs the reference beside the policy: a frozen copy of the starting weights
             self._ref_model = copy.deepcopy(model).eval().requires_grad_(False)

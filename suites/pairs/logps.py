@@ -13,6 +13,7 @@ from ..lm_head import plain_head, token_outputs
 from .losses import PairLogps
 
 MODEL_KEYS = ("input_ids", "attention_mask", "labels")
+REFERENCE_ADAPTER = "ref"  # trl's name for the frozen copy of an adapter that training continues
 
 
 def use_chunked_head(model, device) -> bool:
@@ -50,6 +51,12 @@ def reference_logps(trainer, batch: dict, before_training: bool = False) -> tupl
         if not before_training:
             raise RuntimeError("no reference: neither a reference model nor a LoRA adapter to disable")
         logps, _ = pair_logps(trainer.model, batch, chunked)
+        return logps.chosen, logps.rejected
+    if REFERENCE_ADAPTER in model.peft_config:  # a continued SFT adapter: its frozen starting copy
+        from trl.trainer.utils import use_adapter
+
+        with use_adapter(model, REFERENCE_ADAPTER):
+            logps, _ = pair_logps(trainer.model, batch, chunked)
         return logps.chosen, logps.rejected
     with model.disable_adapter():
         logps, _ = pair_logps(trainer.model, batch, chunked)

@@ -1,8 +1,7 @@
 """preference.precompute_ref: the reference log-probs of every pair, computed once before training.
 
 They are kept beside the prepared data (tasks/prepared_cache.py's folder, as JSON: nothing is ever
-unpickled) under a key made of the encoded pairs and the reference weights (the base model's, LoRA
-adapters left out), so a second run on the same data and model reads them instead of computing them.
+unpickled) under a key made of the encoded pairs and the reference weights, so a second run on the same data and model reads them instead of computing them.
 """
 
 from __future__ import annotations
@@ -12,24 +11,11 @@ import json
 import logging
 import os
 
-import torch
-
 from collators.preference import REF_COLUMNS
 
 log = logging.getLogger("trainsuite")
 
 VERSION = 1
-
-
-def weights_digest(model) -> str:
-    """The reference weights: every parameter and buffer but the LoRA adapters'."""
-    h = hashlib.sha256()
-    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
-        if "lora_" in name:
-            continue
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 def _dataset_digest(ds) -> str:
@@ -72,7 +58,8 @@ def with_reference_logps(trainer, dataset, name: str, batch_size: int, cache_roo
     no shuffling) and cached. Rank 0 writes the cache; every process computes what it needs."""
     from .logps import reference_logps
 
-    key = hashlib.sha256(f"{VERSION}:{_dataset_digest(dataset)}:{weights_digest(trainer.model)}".encode()).hexdigest()
+    # trl hashes the reference weights (its hash_module) before any sharding, when told of a precompute
+    key = hashlib.sha256(f"{VERSION}:{_dataset_digest(dataset)}:{trainer._precompute_model_hash}".encode()).hexdigest()
     path = _entry(cache_root, key)
     cols = _read(path, len(dataset))
     if cols is not None:

@@ -59,6 +59,7 @@ def build(cfg, mode: str, predict_input: str | None = None):
         _no_new_adapter(cfg)
     phase = phase_timings.current.phase
     family = family_for(cfg)
+    family.mode = mode  # train, eval or predict
     transformers.set_seed(cfg.seed)
     task = family.task_cls(cfg)
     with phase("load_and_check_data"):
