@@ -131,3 +131,24 @@ def test_training_from_an_sft_adapter_continues_it_against_the_sft_model(tmp_pat
     assert not (out / "ref").exists()
     with open(out / "adapter_config.json") as fh:
         assert json.load(fh)["base_model_name_or_path"] == str(_saved_base(tmp_path))
+
+
+def test_qlora_4bit_trains_on_cpu_and_its_adapter_evaluates(tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    base = tmp_path / "base64"
+    tokenizer = build(tmp_path, pref_config(tmp_path))[2]
+    fields = {k: v for k, v in TINY_LLAMA.items() if k != "model_type"}
+    fields["hidden_size"], fields["intermediate_size"] = 64, 128  # bitsandbytes needs a few blocks
+    LlamaForCausalLM(LlamaConfig(**fields, vocab_size=len(tokenizer))).save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    cfg = one_step(pref_config(tmp_path, peft={"r": 4, "alpha": 8, "dropout": 0.0}, quantization={"bits": 4}))
+    cfg["model"], cfg["tokenizer"] = {"name_or_path": str(base)}, {}
+    path = write_yaml(tmp_path / "q.yaml", cfg)
+    assert run(["train", path, "--quiet"]) == 0
+    with open(tmp_path / "run" / "results.json") as fh:
+        results = json.load(fh)
+    assert results["params_trainable"] < results["params_total"] / 3 and results["train_loss"] > 0
+    assert run(["eval", path, f"model.name_or_path={tmp_path / 'run'}", "--quiet"]) == 0
+    with open(tmp_path / "run" / "eval_results.json") as fh:
+        assert "eval_reward_accuracy" in json.load(fh)
