@@ -30,7 +30,6 @@ from collators.preference import REF_COLUMNS, PreferenceCollator
 from tasks.preference import PreferenceTask
 
 from .base import SuiteTrainer
-from .distributed import model_is_sharded
 from .family import pad_multiple
 from .generation import held_out_generations
 from .pairs.logps import REFERENCE_ADAPTER, pair_logps, reference_logps, use_chunked_head
@@ -56,7 +55,7 @@ class SuitePreferenceTrainer(SuiteTrainer, trl.DPOTrainer):
     loss_is_scaled_for_ga = True  # compute_loss divides by the pairs of the whole accumulation window
 
     def __init__(self, *args, suite_cfg=None, train_dataset=None, eval_dataset=None, generation_rows=None,
-                 continued_adapter=False, **kwargs):
+                 continued_adapter=False, reference=True, **kwargs):
         self.suite_cfg = suite_cfg  # read by _precompute_ref_logps, which trl calls from its __init__
         p = suite_cfg.preference
         if train_dataset is None:  # eval / predict: trl insists on a train set it will not use
@@ -66,7 +65,8 @@ class SuitePreferenceTrainer(SuiteTrainer, trl.DPOTrainer):
                 {"prompt_ids": [[0]], "chosen_ids": [[0]], "rejected_ids": [[1]]})
         # trl keeps no reference model when told the log-probs are precomputed; our own precompute (below)
         # replaces trl's, and the reference-free losses need none at all
-        kwargs["args"].precompute_ref_log_probs = p.precompute_ref or p.loss in REFERENCE_FREE
+        self._no_reference = p.loss in REFERENCE_FREE or not reference  # predict: generation needs none
+        kwargs["args"].precompute_ref_log_probs = p.precompute_ref or self._no_reference
         super().__init__(*args, suite_cfg=suite_cfg, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          **kwargs)
         self.generation_rows = generation_rows or []
@@ -92,7 +92,7 @@ class SuitePreferenceTrainer(SuiteTrainer, trl.DPOTrainer):
 
     def _precompute_ref_logps(self, dataset, name, batch_size):
         p = self.suite_cfg.preference
-        if p.loss in REFERENCE_FREE or dataset is None or REF_COLUMNS[0] in dataset.column_names:
+        if self._no_reference or dataset is None or REF_COLUMNS[0] in dataset.column_names:
             return dataset
         from tasks.prepared_cache import cache_root
 
@@ -212,7 +212,7 @@ class PreferenceFamily(SFTFamily):
 
     def trainer_kwargs(self, tokenizer, task) -> dict:
         return {"generation_rows": task.generation_rows.get("eval"), "ref_model": getattr(self, "_ref_model", None),
-                "continued_adapter": getattr(self, "_continued_adapter", False)}
+                "continued_adapter": getattr(self, "_continued_adapter", False), "reference": self.mode != "predict"}
 
     def build_model(self, tokenizer, task):
         """SFT's model loading; training from an SFT run with a LoRA adapter continues that adapter (with a
@@ -232,7 +232,44 @@ class PreferenceFamily(SFTFamily):
                 self._continued_adapter = True
                 log.info("model: training continues the SFT run's LoRA adapter (its own r and targets; the peft: "
                          "block's are not used); the reference is the SFT model, a frozen copy of that adapter")
-        if self.cfg.peft is None and p.loss not in REFERENCE_FREE and not p.precompute_ref:
+        if p.loss in REFERENCE_FREE or self.mode == "predict":
+            return model
+        if self.mode == "eval":
+            self._ref_model = self._recorded_reference(tokenizer, task, model)
+        elif self.cfg.peft is None and not p.precompute_ref:
             # a full fine-tune needs the reference beside the policy: a frozen copy of the starting weights
             self._ref_model = copy.deepcopy(model).eval().requires_grad_(False)
         return model
+
+    def _recorded_reference(self, tokenizer, task, model):
+        """eval/predict of a trained run: the model its training started from (tasks/preference.py's record),
+        loaded beside it, unless the run is an adapter on that very model (then: the adapter disabled)."""
+        import json
+
+        from tasks.io import resolve_model
+        from tasks.preference import REFERENCE_FILE
+
+        from .modeling import is_adapter_dir
+
+        folder = resolve_model(self.cfg.model.name_or_path) if self.cfg.model.name_or_path else None
+        path = os.path.join(folder, REFERENCE_FILE) if folder and os.path.isdir(folder) else None
+        if path is None or not os.path.isfile(path):
+            if self.cfg.peft is None and not is_adapter_dir(folder):  # not a run of ours: the model is its own reference
+                return copy.deepcopy(model).eval().requires_grad_(False)
+            return None
+        with open(path, encoding="utf-8") as fh:
+            record = json.load(fh)
+        if not record.get("name_or_path"):
+            log.warning("%s: training started from model.from_config (random weights, not saved), so rewards are "
+                        "measured against the evaluated model itself", folder)
+            return copy.deepcopy(model).eval().requires_grad_(False)
+        if is_adapter_dir(folder):
+            with open(os.path.join(folder, "adapter_config.json")) as fh:
+                base = json.load(fh).get("base_model_name_or_path")
+            if resolve_model(record["name_or_path"]) in (base, resolve_model(base)):
+                return None  # a fresh adapter on the reference: disabled, it is the reference
+        ref_cfg = copy.deepcopy(self.cfg)
+        ref_cfg.model.name_or_path, ref_cfg.model.gguf_file = record["name_or_path"], record.get("gguf_file")
+        ref_cfg.model.revision, ref_cfg.peft = record.get("revision"), None
+        log.info("reference for evaluation: %s (the model training started from)", record["name_or_path"])
+        return SFTFamily(ref_cfg).build_model(tokenizer, task).eval().requires_grad_(False)

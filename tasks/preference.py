@@ -32,6 +32,7 @@ from .instruction import SHAREGPT_ROLES, conversation_problem, prepare_chat_toke
 log = logging.getLogger("trainsuite")
 
 SIDES = ("chosen", "rejected")
+REFERENCE_FILE = "preference_reference.json"  # in a run's output_dir: the model its training started from
 PROMPT_COLUMNS = ("prompt", "conversations")
 
 
@@ -193,9 +194,18 @@ class PreferenceTask(Task):
         log.info("preference data: %s pairs", "conversational" if self.chat else "plain-text")
 
     def save(self, output_dir: str) -> None:
+        """sft_format.json (how prompts are rendered, for predict) and REFERENCE_FILE: the model training
+        started from, the reference that `trainsuite eval` of this run measures rewards against."""
+        import json
+        import os
+
         from .trained_chat import save
 
         save(output_dir, "preference", self.chat, self.user_turn)
+        m = self.cfg.model
+        record = {"name_or_path": m.name_or_path, "gguf_file": m.gguf_file, "revision": m.revision}
+        with open(os.path.join(output_dir, REFERENCE_FILE), "w", encoding="utf-8") as fh:
+            json.dump(record, fh, indent=1)
 
     def _renderer(self, tokenizer):
         from .chat_render import PrefixRenderer

@@ -152,3 +152,22 @@ def test_qlora_4bit_trains_on_cpu_and_its_adapter_evaluates(tmp_path):
     assert run(["eval", path, f"model.name_or_path={tmp_path / 'run'}", "--quiet"]) == 0
     with open(tmp_path / "run" / "eval_results.json") as fh:
         assert "eval_reward_accuracy" in json.load(fh)
+
+
+@pytest.mark.parametrize("peft", [None, {"r": 4, "alpha": 8, "dropout": 0.0}])
+def test_eval_of_a_trained_run_measures_rewards_against_its_starting_model(tmp_path, peft):
+    """`trainsuite eval` of a full fine-tune loads the model training started from (preference_reference.json)
+    as the reference; of a LoRA run, disables the adapter: its scores are those of the run's final evaluation."""
+    base = _saved_base(tmp_path)
+    cfg = pref_config(tmp_path, **({"peft": peft} if peft else {}))
+    cfg["model"], cfg["tokenizer"] = {"name_or_path": str(base)}, {}
+    cfg["train"].update(max_steps=3, learning_rate=1e-2)
+    path = write_yaml(tmp_path / "e.yaml", cfg)
+    assert run(["train", path, "--quiet"]) == 0
+    out = tmp_path / "run"
+    assert run(["eval", path, f"model.name_or_path={out}", "--quiet"]) == 0
+    with open(out / "results.json") as a, open(out / "eval_results.json") as b:
+        trained, evaluated = json.load(a), json.load(b)
+    assert abs(trained["eval_reward_margin"]) > 1e-3
+    for key in ("eval_loss", "eval_reward_margin", "eval_rewards_chosen", "eval_logps_chosen"):
+        assert evaluated[key] == pytest.approx(trained[key], rel=1e-4, abs=1e-5), key
