@@ -222,7 +222,9 @@ class PreferenceFamily(SFTFamily):
 
         model = super().build_model(tokenizer, task)
         p = self.cfg.preference
-        if isinstance(model, PeftModel) and self.mode == "train":
+        from .modeling import is_adapter_dir
+
+        if isinstance(model, PeftModel) and self.mode == "train" and is_adapter_dir(self.cfg.model.name_or_path):
             if self.cfg.peft is None:
                 model = model.merge_and_unload()
                 log.info("model: the SFT adapter is merged into its base; the whole model trains (no peft: block)")
