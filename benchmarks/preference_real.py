@@ -25,6 +25,7 @@ import argparse
 import importlib.util
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -201,8 +202,10 @@ def main(argv=None) -> dict:
               "loss_per_step": {s: {"ours": ours[s], "plain_trl": plain[s]} for s in steps},
               "max_abs_loss_diff": max(abs(ours[s] - plain[s]) for s in steps) if steps else None}
     for side in ("ours", "plain_trl"):
-        walls = [r["wall_s"] for r in runs if r["side"] == side]
-        report[f"{side}_wall_s_median"] = sorted(walls)[len(walls) // 2]
+        report[f"{side}_wall_s_median"] = statistics.median(r["wall_s"] for r in runs if r["side"] == side)
+    # each pair ran back to back, so its ratio is the least disturbed by a machine whose load changes
+    report["ours_over_plain_wall_per_pair"] = [round(a["wall_s"] / b["wall_s"], 2)
+                                               for a, b in zip(runs[0::2], runs[1::2])]
     if args.rule:
         report["rule"] = rule_counts(spec, {"ours": os.path.join(work, "ours-0"),
                                             "plain_trl": os.path.join(work, "plain_trl-0")})

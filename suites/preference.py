@@ -91,7 +91,6 @@ class SuitePreferenceTrainer(SuiteTrainer, trl.DPOTrainer):
             self._signature_columns = ["prompt_ids", "chosen_ids", "rejected_ids", *REF_COLUMNS]
 
     def _precompute_ref_logps(self, dataset, name, batch_size):
-        p = self.suite_cfg.preference
         if self._no_reference or dataset is None or REF_COLUMNS[0] in dataset.column_names:
             return dataset
         from tasks.prepared_cache import cache_root
