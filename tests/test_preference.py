@@ -293,3 +293,14 @@ def test_bad_preference_settings_are_one_line_errors(tmp_path, override, message
     from tests.conftest import config_error
 
     assert message in config_error(tmp_path, pref_config(tmp_path), [override])
+
+
+def test_serve_takes_a_preference_run_as_a_chat_model(tmp_path):
+    from suites.serve.loading import check_run_dir
+
+    run_dir = tmp_path / "dpo"
+    run_dir.mkdir()
+    write_yaml(run_dir / "run_config.yaml", {"task": "preference", "output_dir": str(run_dir),
+                                             "model": {"name_or_path": "gpt2"}})
+    (run_dir / "config.json").write_text("{}")
+    assert check_run_dir(str(run_dir)).task == "sft"
