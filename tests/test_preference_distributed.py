@@ -1,5 +1,6 @@
-"""The preference family on 2 CPU processes (gloo) through scripts/launch: FSDP2 with LoRA gives the losses and
-the evaluation of one process (the evaluation's uneven batches included: 4 eval pairs, one rank gets none)."""
+"""The preference family on 2 CPU processes (gloo) through scripts/launch: FSDP2 and DeepSpeed ZeRO-3 with LoRA
+give the losses and the evaluation of one process (the evaluation's uneven batches included: 4 eval pairs, one
+rank gets none)."""
 
 from __future__ import annotations
 
@@ -40,7 +41,10 @@ def _summary(run_dir):
 
 
 @pytest.mark.slow
-def test_fsdp2_lora_dpo_equals_one_process(tmp_path):
+@pytest.mark.parametrize("engine", [["--fsdp"], ["--deepspeed", "zero3"]], ids=["fsdp2", "zero3"])
+def test_sharded_lora_dpo_equals_one_process(tmp_path, engine):
+    if engine[0] == "--deepspeed":
+        pytest.importorskip("deepspeed")
     cfg = pref_config(tmp_path, pair_rows(16, 0), pair_rows(4, 1),
                       peft={"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]})
     cfg["model"], cfg["tokenizer"] = {"name_or_path": str(_base(tmp_path))}, {}
@@ -48,9 +52,9 @@ def test_fsdp2_lora_dpo_equals_one_process(tmp_path):
                         eval_strategy="no", learning_rate=0.05)
     one = dict(cfg, output_dir=str(tmp_path / "one"))
     assert run(["train", write_yaml(tmp_path / "one.yaml", one), "--quiet"]) == 0
-    two = dict(cfg, output_dir=str(tmp_path / "fsdp"), train=dict(cfg["train"], per_device_train_batch_size=1))
-    launch("--fsdp", "--nproc", "2", write_yaml(tmp_path / "fsdp.yaml", two), cwd=tmp_path)
-    (a, ra), (b, rb) = _summary(tmp_path / "one"), _summary(tmp_path / "fsdp")
+    two = dict(cfg, output_dir=str(tmp_path / "two"), train=dict(cfg["train"], per_device_train_batch_size=1))
+    launch(*engine, "--nproc", "2", write_yaml(tmp_path / "two.yaml", two), cwd=tmp_path)
+    (a, ra), (b, rb) = _summary(tmp_path / "one"), _summary(tmp_path / "two")
     assert rb["world_size"] == 2 and len(a) == len(b) == 4
     assert b == pytest.approx(a, rel=1e-4, abs=1e-5)
     for key in ("eval_loss", "eval_reward_margin", "eval_logps_chosen"):
