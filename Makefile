@@ -11,7 +11,7 @@ LATEST := .venv-latest
 TORCH_VERSION := $(shell sed -n 's/^torch==//p' $(LOCK))
 TORCH := torch==$(TORCH_VERSION)
 
-.PHONY: install demo demo-sft test test-latest lock clean
+.PHONY: install demo demo-sft demo-preference test test-latest lock clean
 
 # torch through pip, which finds this machine's CPU build on disk (uv would not look there and could pull a
 # CUDA build); the rest through uv (parallel downloads, no bytecode compiling), or pip where uv is missing.
@@ -42,6 +42,10 @@ demo: $(STAMP)
 
 demo-sft: $(STAMP)
 	$(BIN)/trainsuite train configs/demo-sft.yaml --overwrite
+
+# DPO with LoRA of the same model on embedded pairs: held-out replies that follow the pairs' rule, before and after
+demo-preference: $(STAMP)
+	$(BIN)/trainsuite train configs/demo-preference.yaml --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests

@@ -16,6 +16,7 @@ class Family:
     trainer_cls = SuiteTrainer
     special_tokens = None  # for tokenizer.train_from_data
     defaults: dict = {}  # TrainingArguments defaults for this family
+    mode = "train"  # the command: train, eval or predict (set by the runner)
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -29,6 +30,10 @@ class Family:
     def trainer_kwargs(self, tokenizer, task) -> dict:
         """Extra keyword arguments for the trainer (metrics, callbacks...)."""
         return {"compute_metrics": task.compute_metrics}
+
+    def data_counts(self, task) -> dict:
+        """What preparing the training data kept, cut or dropped, for results.json (none by default)."""
+        return {}
 
     predict_metrics: dict = {}  # set by predict_rows when the input rows can be scored (test_ prefix)
 
@@ -48,6 +53,7 @@ FAMILIES = {
     "classification": "suites.classification:ClassificationFamily",
     "seq2seq": "suites.seq2seq:Seq2SeqFamily",
     "sft": "suites.sft:SFTFamily",
+    "preference": "suites.preference:PreferenceFamily",
 }
 
 

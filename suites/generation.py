@@ -24,6 +24,9 @@ import torch
 log = logging.getLogger("trainsuite")
 
 
+GENERATIONS_FILE = "eval_generations.jsonl"  # the latest evaluation's replies (SFT and preference)
+GENERATIONS_AT_START_FILE = "eval_generations_start.jsonl"  # those of the evaluation before training
+
 # Why a generated row ended: its end-of-turn / end-of-sequence token, or generation.max_new_tokens.
 STOP_EOS, STOP_LENGTH = "eos", "length"
 
@@ -166,3 +169,73 @@ def generate_in_order(lengths: list[int], run_batch, batch_size: int, synced: bo
             results.update(r)
             stats = _add(stats, s)
     return [results[i] for i in range(n)], stats or ()
+
+
+def stop_token_ids(tokenizer) -> list[int]:
+    from tasks.instruction import end_of_turn_ids
+
+    return end_of_turn_ids(tokenizer)  # what `trainsuite inspect` checks is trained at the end of each reply
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: list[str], gen, batch_size: int, synced_gpus: bool = False,
+             quiet: bool = True) -> list[tuple[str, int]]:
+    """Completions of `prompts` only (left padding, batched longest first, split over the processes by
+    suites/generation.py): (text, generated token count, stop reason), in the order of `prompts`, on every
+    process. The count leaves out the stop token; the stop reason is STOP_EOS (a stop token: end of turn or
+    of sequence) or STOP_LENGTH (generation.max_new_tokens reached)."""
+    model_was_training = model.training
+    model.eval()
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    stops = stop_token_ids(tokenizer)
+    device = next(model.parameters()).device
+    from .sft_speed import use_generation_attention
+
+    restore_attention = use_generation_attention(model)
+    settings = generation_settings(gen)
+
+    def run_batch(idx, keep):
+        enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True,
+                        add_special_tokens=False).to(device)
+        seqs = model.generate(**enc, **settings, eos_token_id=stops, pad_token_id=tokenizer.pad_token_id,
+                              synced_gpus=synced_gpus)
+        outs = []
+        for row in seqs[:, enc["input_ids"].shape[1]:].tolist():
+            cut = next((j for j, t in enumerate(row) if t in stops), None)
+            stop = STOP_EOS if cut is not None else STOP_LENGTH
+            cut = len(row) if cut is None else cut
+            outs.append((decode_completion(tokenizer, row[:cut]), cut, stop))
+        return outs, ()
+
+    try:
+        outs, _ = generate_in_order([len(p) for p in prompts], run_batch,
+                                    generation_batch_size(gen, batch_size, device), synced_gpus, quiet)
+    finally:
+        restore_attention()
+        tokenizer.padding_side = side
+        model.train(model_was_training)
+    return outs
+
+
+def held_out_generations(trainer, rows: list) -> dict:
+    """Greedy (generation: block) replies to held-out eval prompts at an evaluation, written to
+    OUTPUT_DIR/eval_generations.jsonl (and, before training, eval_generations_start.jsonl, which the report
+    shows beside the latest); returns the generation metrics. `rows`: [(prompt text, reference)]."""
+    import os
+
+    from tasks import io
+    from tasks.metrics.generation import generation_metrics
+
+    from .distributed import model_is_sharded
+
+    outs = generate(trainer.model, trainer.processing_class, [p for p, _ in rows], trainer.suite_cfg.generation,
+                    trainer.args.per_device_eval_batch_size, synced_gpus=model_is_sharded(trainer.args),
+                    quiet=trainer.args.disable_tqdm or not trainer.is_world_process_zero())
+    preds, refs = [o[0] for o in outs], [r for _, r in rows]
+    if trainer.is_world_process_zero():
+        written = [{"prompt": prompt, "prediction": pred, "reference": ref, "generated_tokens": n, "stop": stop}
+                   for (prompt, ref), (pred, n, stop) in zip(rows, outs)]
+        io.write_jsonl(os.path.join(trainer.args.output_dir, GENERATIONS_FILE), written)
+        if trainer.state.global_step == 0:  # train.eval_on_start: kept, the report shows replies before and after
+            io.write_jsonl(os.path.join(trainer.args.output_dir, GENERATIONS_AT_START_FILE), written)
+    return generation_metrics(preds, refs, [o[1] for o in outs])

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 
 import torch
@@ -26,21 +25,18 @@ import trl
 from transformers.trainer_utils import EvalLoopOutput
 
 from collators.sft import PackedCollator, PaddingCollator, document_lengths, group_documents, pack_documents
-from tasks import io
-from tasks.instruction import InstructionTask, end_of_turn_ids
+from tasks.instruction import InstructionTask
 from tasks.tokenizer import CHAT_LIKE
 
 from .base import SuiteTrainer
 from .distributed import model_is_sharded
 from .family import Family, pad_multiple
-from .generation import (STOP_EOS, STOP_LENGTH, decode_completion, generate_in_order, generation_batch_size,
-                         generation_settings)
+from .generation import (GENERATIONS_AT_START_FILE, GENERATIONS_FILE, decode_completion,  # noqa: F401 (re-exported)
+                         generate, held_out_generations, stop_token_ids)
 from .lm_head import plain_head, token_outputs
 from .modeling import apply_peft, load_model
-from .sft_speed import attention_kwargs, speed_defaults, use_generation_attention
+from .sft_speed import attention_kwargs, speed_defaults
 
-GENERATIONS_FILE = "eval_generations.jsonl"  # the latest evaluation's replies
-GENERATIONS_AT_START_FILE = "eval_generations_start.jsonl"  # those of the evaluation before training
 
 log = logging.getLogger("trainsuite")
 
@@ -174,62 +170,7 @@ class SuiteSFTTrainer(SuiteTrainer, trl.SFTTrainer):
         return EvalLoopOutput(predictions=None, label_ids=None, metrics=metrics, num_samples=docs)
 
     def generation_eval(self, k: int) -> dict:
-        from tasks.metrics.generation import generation_metrics
-
-        rows = self.generation_rows[:k]
-        outs = generate(self.model, self.processing_class, [p for p, _ in rows], self.suite_cfg.generation,
-                        self.args.per_device_eval_batch_size, synced_gpus=model_is_sharded(self.args),
-                        quiet=self.args.disable_tqdm or not self.is_world_process_zero())
-        preds, refs = [o[0] for o in outs], [r for _, r in rows]
-        if self.is_world_process_zero():
-            written = [{"prompt": prompt, "prediction": pred, "reference": ref, "generated_tokens": n, "stop": stop}
-                       for (prompt, ref), (pred, n, stop) in zip(rows, outs)]
-            io.write_jsonl(os.path.join(self.args.output_dir, GENERATIONS_FILE), written)
-            if self.state.global_step == 0:  # train.eval_on_start: kept, the report shows replies before and after
-                io.write_jsonl(os.path.join(self.args.output_dir, GENERATIONS_AT_START_FILE), written)
-        return generation_metrics(preds, refs, [o[1] for o in outs])
-
-
-def stop_token_ids(tokenizer) -> list[int]:
-    return end_of_turn_ids(tokenizer)  # what `trainsuite inspect` checks is trained at the end of each reply
-
-
-@torch.no_grad()
-def generate(model, tokenizer, prompts: list[str], gen, batch_size: int, synced_gpus: bool = False,
-             quiet: bool = True) -> list[tuple[str, int]]:
-    """Completions of `prompts` only (left padding, batched longest first, split over the processes by
-    suites/generation.py): (text, generated token count, stop reason), in the order of `prompts`, on every
-    process. The count leaves out the stop token; the stop reason is STOP_EOS (a stop token: end of turn or
-    of sequence) or STOP_LENGTH (generation.max_new_tokens reached)."""
-    model_was_training = model.training
-    model.eval()
-    side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    stops = stop_token_ids(tokenizer)
-    device = next(model.parameters()).device
-    restore_attention = use_generation_attention(model)
-    settings = generation_settings(gen)
-
-    def run_batch(idx, keep):
-        enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True,
-                        add_special_tokens=False).to(device)
-        seqs = model.generate(**enc, **settings, eos_token_id=stops, pad_token_id=tokenizer.pad_token_id,
-                              synced_gpus=synced_gpus)
-        outs = []
-        for row in seqs[:, enc["input_ids"].shape[1]:].tolist():
-            cut = next((j for j, t in enumerate(row) if t in stops), None)
-            stop = STOP_EOS if cut is not None else STOP_LENGTH
-            cut = len(row) if cut is None else cut
-            outs.append((decode_completion(tokenizer, row[:cut]), cut, stop))
-        return outs, ()
-
-    try:
-        outs, _ = generate_in_order([len(p) for p in prompts], run_batch,
-                                    generation_batch_size(gen, batch_size, device), synced_gpus, quiet)
-    finally:
-        restore_attention()
-        tokenizer.padding_side = side
-        model.train(model_was_training)
-    return outs
+        return held_out_generations(self, self.generation_rows[:k])
 
 
 class SFTFamily(Family):

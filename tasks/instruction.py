@@ -66,6 +66,19 @@ def end_of_turn_ids(tokenizer) -> list[int]:
     return [i for i in dict.fromkeys(ids) if i is not None]
 
 
+def prepare_chat_tokenizer(tokenizer, conversational: bool) -> None:
+    """A tokenizer without a chat template gets the built-in ChatML one (and, for conversational data, its
+    two tokens); one without a pad token pads with eos."""
+    if tokenizer.chat_template is None:
+        tokenizer.chat_template = CHATML_TEMPLATE
+        missing = [t for t in ("<|im_start|>", "<|im_end|>") if t not in tokenizer.get_vocab()]
+        if missing and conversational:
+            tokenizer.add_special_tokens({"additional_special_tokens": missing})
+            log.info("added ChatML tokens %s to the tokenizer (it had no chat template)", missing)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+
 def detect_format(cols) -> str | None:
     cols = set(cols)
     if "messages" in cols:
@@ -297,14 +310,7 @@ class InstructionTask(Task):
                 yield from (row[c] for c in COLUMNS[fmt] if isinstance(row.get(c), str))
 
     def setup(self, splits, tokenizer) -> None:
-        if tokenizer.chat_template is None:
-            tokenizer.chat_template = CHATML_TEMPLATE
-            missing = [t for t in ("<|im_start|>", "<|im_end|>") if t not in tokenizer.get_vocab()]
-            if missing and self.format in ("messages", "sharegpt", "alpaca"):
-                tokenizer.add_special_tokens({"additional_special_tokens": missing})
-                log.info("added ChatML tokens %s to the tokenizer (it had no chat template)", missing)
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
+        prepare_chat_tokenizer(tokenizer, conversational=self.format in ("messages", "sharegpt", "alpaca"))
         # predict trains nothing: its rows' format (plain prompts, say) need not fit sft.loss_on
         self.loss_on = loss_on(self.cfg, self.format) if "predict" not in splits else "all"
         log.info("sft data: format %s%s", self.format, "" if "predict" in splits else f", loss on {self.loss_on}")

@@ -97,6 +97,8 @@ def tokenizer_digest(tokenizer) -> str:
 def settings_digest(cfg, task) -> str:
     conf = cfg.to_dict()
     settings = {k: conf.get(k) for k in ("task", "data", "sft", "model")}
+    if cfg.task == "preference":  # its lengths and truncation shape the encoded pairs
+        settings["preference"] = conf.get("preference")
     settings["data"] = {k: v for k, v in settings["data"].items() if k != "prepared_cache"}
     settings["fitted"] = {k: getattr(task, k, None) for k in FITTED}
     h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())

@@ -49,3 +49,23 @@ def test_demo_data_is_what_its_script_writes(tmp_path):
         with open(os.path.join(root, "configs", "demo", name), encoding="utf-8") as a, \
                 open(tmp_path / name, encoding="utf-8") as b:
             assert a.read() == b.read(), name
+
+
+def test_demo_preference_data_is_what_its_script_writes(tmp_path):
+    """configs/demo/pref_*.jsonl are reproducible from scripts/make_demo_pref_data.py (fixed seed); every chosen
+    reply follows the demo's rule and no rejected one does."""
+    import importlib.util
+    import json
+
+    root = os.path.join(os.path.dirname(__file__), "..")
+    spec = importlib.util.spec_from_file_location("make_demo_pref_data", os.path.join(root, "scripts", "make_demo_pref_data.py"))
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    script.main(str(tmp_path))
+    for name in ("pref_train.jsonl", "pref_eval.jsonl"):
+        with open(os.path.join(root, "configs", "demo", name), encoding="utf-8") as a, \
+                open(tmp_path / name, encoding="utf-8") as b:
+            text = a.read()
+            assert text == b.read(), name
+        for row in map(json.loads, text.splitlines()):
+            assert script.follows_rule(row["chosen"][0]["content"]) and not script.follows_rule(row["rejected"][0]["content"])

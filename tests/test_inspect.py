@@ -129,7 +129,7 @@ def test_inspect_loads_no_model(tmp_path, capsys, monkeypatch):
 
 
 @pytest.mark.parametrize("task, model_type", [("sft", "llama"), ("classification", "bert"), ("seq2seq", "t5"),
-                                              ("seq2seq", "bart"), ("seq2seq", None)])
+                                              ("seq2seq", "bart"), ("seq2seq", None), ("preference", "llama")])
 def test_the_task_and_special_tokens_are_the_familys(task, model_type):
     """inspect names the task class and special tokens without importing the trainers: the same as the family's."""
     from types import SimpleNamespace
@@ -140,3 +140,16 @@ def test_the_task_and_special_tokens_are_the_familys(task, model_type):
     cfg = SimpleNamespace(task=task, model=SimpleNamespace(from_config={"model_type": model_type} if model_type else None))
     family = family_for(cfg)
     assert task_and_special_tokens(cfg) == (family.task_cls, family.special_tokens)
+
+
+def test_preference_pairs_show_the_shared_prompt_and_both_replies_marked(tmp_path, capsys):
+    from tests.preference_common import pair_rows, pref_config
+
+    rows = pair_rows(4, 0)
+    path = write_yaml(tmp_path / "cfg.yaml", pref_config(tmp_path, rows, pair_rows(2, 1)))
+    out = _inspect(capsys, path, "--rows", "1")
+    user, chosen, rejected = rows[0]["prompt"][0]["content"], rows[0]["chosen"][0]["content"], \
+        rows[0]["rejected"][0]["content"]
+    head = f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
+    assert f"{head}[[{chosen}<|im_end|>]]" in out and f"{head}[[{rejected}<|im_end|>]]" in out
+    assert "train: 4 pairs -> 4" in out and "--- train pair 2" not in out

@@ -212,12 +212,14 @@ def _tiny_data(tmp_path, family):
         rows = [{"text": "good", "label": "pos"}, {"text": "bad", "label": "neg"}]
     elif family == "seq2seq":
         rows = [{"source": "a dog", "target": "ein Hund"}]
+    elif family == "preference":
+        rows = [{"prompt": "hi", "chosen": "hello", "rejected": "go away"}]
     else:
         rows = [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}]
     return write_jsonl(tmp_path / f"{family}.jsonl", rows)
 
 
-@pytest.mark.parametrize("family", ["classification", "seq2seq", "sft"])
+@pytest.mark.parametrize("family", ["classification", "seq2seq", "sft", "preference"])
 def test_init_config_loads_and_validates(tmp_path, family, capsys):
     out = tmp_path / f"{family}.yaml"
     assert cli.run(["init", family, "--output", str(out)]) == 0

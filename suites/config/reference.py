@@ -22,6 +22,7 @@ SECTIONS = [
     ("quantization", config.QuantizationConfig),
     ("generation", config.GenerationConfig),
     ("sft", config.SFTConfig),
+    ("preference", config.PreferenceConfig),
     ("early_stopping", config.EarlyStoppingConfig),
     ("sweep", config.SweepConfig),
 ]

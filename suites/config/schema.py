@@ -11,7 +11,7 @@ from typing import Literal, Optional, Union
 
 
 
-TASKS = ("classification", "seq2seq", "sft")
+TASKS = ("classification", "seq2seq", "sft", "preference")
 # Keys of `train:` that the suite owns and sets itself.
 RESERVED_TRAIN_KEYS = {"output_dir": "output_dir (top level)", "seed": "seed (top level)"}
 
@@ -132,6 +132,22 @@ class SFTConfig:
 
 
 @dataclass
+class PreferenceConfig:
+    # sigmoid: DPO; ipo: IPO (log-ratios averaged per token); robust: DPO with flipped-label noise;
+    # orpo and simpo: reference-free (length-normalized log-probs; no reference model at all)
+    loss: Literal["sigmoid", "ipo", "robust", "orpo", "simpo"] = "sigmoid"  # the preference loss (docs/preference.md)
+    beta: float = 0.1  # DPO/robust: KL strength; IPO: tau; ORPO: lambda of the odds-ratio term; SimPO: reward scale
+    label_smoothing: float = 0.0  # robust: the share of pairs whose label is taken as flipped, in [0, 0.5)
+    simpo_gamma: float = 0.5  # simpo: the target reward margin
+    max_length: int = 1024  # tokens of prompt + the longer reply; the prompt is cut from its left first
+    max_prompt_length: int = 512  # a longer prompt keeps its last tokens (the reply is never cut)
+    # reference log-probs computed once before training and kept with the prepared data (no reference
+    # forward per step); with LoRA the reference is the base model with the adapter disabled
+    precompute_ref: bool = False  # reference log-probs once before training, cached with the prepared data
+    eval_generations: int = 0  # held-out eval prompts to generate replies for at each evaluation
+
+
+@dataclass
 class SweepConfig:
     # read by `trainsuite sweep` only (docs/sweep.md); `trainsuite train` ignores the block
     trials: int = 10  # trials to finish (complete, pruned or failed); --trials overrides
@@ -151,7 +167,7 @@ class SweepConfig:
 
 @dataclass
 class RunConfig:
-    task: Literal["classification", "seq2seq", "sft"]  # the task family
+    task: Literal["classification", "seq2seq", "sft", "preference"]  # the task family
     output_dir: str = "runs/default"  # checkpoints, model, results.json, predictions, reports
     seed: int = 42  # seeds model init, data order and dropout
     # "stop" ends the run (exit 4) naming the step, keeping the last good checkpoint; "skip" drops
@@ -166,6 +182,7 @@ class RunConfig:
     quantization: Optional[QuantizationConfig] = None  # present = load in 4/8 bit
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
+    preference: PreferenceConfig = field(default_factory=PreferenceConfig)  # task: preference (DPO, IPO, ORPO, SimPO)
     # present = stop when train.metric_for_best_model (default: loss) stops improving; the best
     # checkpoint is loaded at the end unless train.load_best_model_at_end is false
     early_stopping: Optional[EarlyStoppingConfig] = None  # {patience: 3, threshold: 0.0}

@@ -124,7 +124,7 @@ def check_positions(cfg) -> None:
     limit = position_limit(cfg)
     if limit is None:
         return
-    keys = {"sft": ("sft.max_length",), "classification": ("data.max_length",),
+    keys = {"sft": ("sft.max_length",), "preference": ("preference.max_length",), "classification": ("data.max_length",),
             "seq2seq": ("data.max_source_length", "data.max_target_length")}[cfg.task]
     for key in keys:
         section, name = key.split(".")

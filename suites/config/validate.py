@@ -18,6 +18,7 @@ from .hints import hint_elsewhere
 from .integrations import check_report_to
 from .model_type import T5_FAMILY, model_type_or_guess
 from .schema import RESERVED_TRAIN_KEYS, training_argument_names
+from .preference import EVAL_METRICS as PREFERENCE_METRICS, validate_preference
 from .sft import EVAL_METRICS, validate_sft
 from .train_values import check_positions, check_values
 
@@ -156,6 +157,7 @@ def _check_config(cfg) -> None:
         raise UserError(f"config: sft.packing applies to task: sft, not task: {cfg.task}")
     if cfg.task == "sft":
         validate_sft(cfg)
+    validate_preference(cfg)
     if cfg.tokenizer.train_from_data and cfg.data.train is None:
         raise UserError("config: tokenizer.train_from_data needs data.train")
     if cfg.tokenizer.train_from_data and m.name_or_path is not None:
@@ -193,6 +195,10 @@ def _check_best_metric(cfg) -> None:
     name = str(metric).removeprefix("eval_")
     if cfg.task == "seq2seq":
         known, what, hint = (*METRIC_NAMES, "loss"), "a seq2seq", ""
+    elif cfg.task == "preference":
+        gen = cfg.preference.eval_generations
+        known, what = PREFERENCE_METRICS + (METRIC_NAMES if gen else ()), "a preference"
+        hint = "" if gen or name not in METRIC_NAMES else " (generation metrics need preference.eval_generations > 0)"
     else:
         known, what = EVAL_METRICS + (METRIC_NAMES if cfg.sft.eval_generations else ()), "an SFT"
         hint = "" if cfg.sft.eval_generations or name not in METRIC_NAMES else \
@@ -208,7 +214,7 @@ def _lower_is_better_default(cfg) -> None:
     from tasks.metrics.generation import LOWER_IS_BETTER
 
     lower = {"classification": ("mse", "mae"), "seq2seq": LOWER_IS_BETTER,
-             "sft": ("perplexity", *LOWER_IS_BETTER)}[cfg.task]
+             "sft": ("perplexity", *LOWER_IS_BETTER), "preference": LOWER_IS_BETTER}[cfg.task]
     name = str(cfg.train.get("metric_for_best_model") or "").removeprefix("eval_")
     if name in lower and cfg.train.get("greater_is_better") is None:
         cfg.train["greater_is_better"] = False
@@ -275,4 +281,5 @@ def check_data(cfg, splits=("train", "eval")) -> None:
 
 
 def task_module(task: str) -> str:
-    return {"classification": "classification", "seq2seq": "seq2seq", "sft": "instruction"}[task]
+    return {"classification": "classification", "seq2seq": "seq2seq", "sft": "instruction",
+            "preference": "preference"}[task]

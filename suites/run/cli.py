@@ -6,7 +6,7 @@
     trainsuite inspect CONFIG.yaml [--rows N] [dotted.key=value ...]
     trainsuite report  RUN_DIR [RUN_DIR ...] [--output FILE]
     trainsuite sweep   CONFIG.yaml [--trials N] [--storage URL] [--study NAME] [--workers K] [dotted.key=value ...]
-    trainsuite init    {classification,seq2seq,sft} [--output FILE]
+    trainsuite init    {classification,seq2seq,sft,preference} [--output FILE]
     trainsuite serve   RUN_DIR [--host 127.0.0.1] [--port 8000] [--api-key KEY] [--max-batch 8]
     trainsuite export  RUN_DIR --format {safetensors,gguf,onnx} --output DIR [--dtype D] [--quant Q] [--force]
 
@@ -109,7 +109,7 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("--output", help="the HTML page (default: RUN_DIR/report.html; comparison.html for several)")
     help_ = "write a commented starter config for a task family"
     it = sub.add_parser("init", help=help_, description=help_)
-    it.add_argument("family", choices=("classification", "seq2seq", "sft"))
+    it.add_argument("family", choices=("classification", "seq2seq", "sft", "preference"))
     it.add_argument("--output", help="file to write (default: print to stdout)")
     it.add_argument("--force", action="store_true", help="replace --output if it exists")
     help_ = "serve a run's model over an OpenAI-compatible HTTP API, for trying and evaluating it (docs/serve.md)"

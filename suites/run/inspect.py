@@ -22,7 +22,8 @@ def inspect(cfg, rows: int = 3, color: bool = False) -> str:
     encoded = {name: task.encode(ds, tokenizer, name) for name, ds in splits.items()}
     name = cfg.tokenizer.name_or_path or cfg.model.name_or_path or "trained from the training data"
     out = [f"task {cfg.task}; tokenizer: {name} ({len(tokenizer):,} tokens)"]
-    show = {"sft": _sft_examples, "seq2seq": _seq2seq_examples}.get(cfg.task, _classification_examples)
+    show = {"sft": _sft_examples, "seq2seq": _seq2seq_examples,
+            "preference": _preference_examples}.get(cfg.task, _classification_examples)
     out += show(cfg, task, tokenizer, splits, encoded, max(0, rows), color)
     out.append("")
     out += _counts(cfg, task, tokenizer, splits, encoded)
@@ -39,6 +40,10 @@ def task_and_special_tokens(cfg):
         from tasks.instruction import InstructionTask
 
         return InstructionTask, special.CHAT_LIKE
+    if cfg.task == "preference":
+        from tasks.preference import PreferenceTask
+
+        return PreferenceTask, special.CHAT_LIKE
     if cfg.task == "seq2seq":
         from tasks.seq2seq import Seq2SeqTask
 
@@ -63,6 +68,26 @@ def _sft_examples(cfg, task, tokenizer, splits, encoded, rows, color):
         trained = sum(1 for x in labels if x != preview.IGNORE)
         out += [f"--- {PREVIEW_SPLIT} example {i + 1}: {len(ids)} tokens, {trained} trained",
                 preview.marked(tokenizer, ids, labels, color)]
+    return out
+
+
+def _preference_examples(cfg, task, tokenizer, splits, encoded, rows, color):
+    """Each pair as the model sees it: the shared prompt tokens once, then each reply (all of it trained)."""
+    from tasks import preview
+
+    legend = ("trained tokens in green, the others dim" if color else
+              f"trained tokens between {preview.OPEN} and {preview.CLOSE}")
+    out = [f"{'conversational' if task.chat else 'plain-text'} pairs, loss {cfg.preference.loss}; the prompt is "
+           f"shared by both replies; {legend}"]
+    ds = encoded[PREVIEW_SPLIT]
+    for i in range(min(rows, len(ds))):
+        prompt = ds[i]["prompt_ids"]
+        out.append(f"--- {PREVIEW_SPLIT} pair {i + 1}: prompt {len(prompt)} tokens")
+        for side in ("chosen", "rejected"):
+            reply = ds[i][f"{side}_ids"]
+            ids = prompt + reply
+            out += [f"{side} ({len(reply)} reply tokens):",
+                    preview.marked(tokenizer, ids, [preview.IGNORE] * len(prompt) + reply, color)]
     return out
 
 
@@ -108,6 +133,12 @@ def _counts(cfg, task, tokenizer, splits, encoded):
                     f"dropped (sft.overlong={s.overlong})",
                     f"  trained tokens: {preview.share(counts['trained_tokens'], counts['tokens'])}",
                     f"  rows whose end-of-turn token is not trained: {counts['rows_end_of_turn_not_trained']:,}"]
+        elif cfg.task == "preference":
+            p = cfg.preference
+            out.append(f"{split}: {stats.get('rows', len(ds)):,} pairs -> {len(ds):,}; prompt cut from the left "
+                       f"(max_prompt_length={p.max_prompt_length}, max_length={p.max_length}): "
+                       f"{stats.get('truncated', 0):,}; dropped: {stats.get('dropped_overlong', 0):,} with a reply "
+                       f"too long, {stats.get('dropped_empty_reply', 0):,} with an empty reply")
         elif cfg.task == "seq2seq":
             out.append(f"{split}: {stats.get('rows', len(ds)):,} pairs, {stats.get('skipped_empty', 0):,} skipped "
                        f"(empty source or target) -> {len(ds):,}; truncated: {stats.get('truncated_sources', 0):,} "

@@ -59,6 +59,7 @@ def build(cfg, mode: str, predict_input: str | None = None):
         _no_new_adapter(cfg)
     phase = phase_timings.current.phase
     family = family_for(cfg)
+    family.mode = mode  # train, eval or predict
     transformers.set_seed(cfg.seed)
     task = family.task_cls(cfg)
     with phase("load_and_check_data"):
@@ -148,6 +149,7 @@ def _prepare(cfg, resume, stop):
     counts = parameter_counts(trainer.model)
     log.info("model: %s parameters, %s trainable", f"{counts['params_total']:,}",
              f"{counts['params_trainable']:,}")
+    counts.update(family.data_counts(task))
     log.info("%s", distributed.schedule_line(trainer.args, len(trainer.train_dataset)))
     log_frequency.attach(trainer, cfg)  # a short run logs often enough to draw its curves
     tracking.attach(cfg, trainer, counts)  # report_to: MLflow's local store, config and counts logged

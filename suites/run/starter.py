@@ -1,4 +1,4 @@
-"""`trainsuite init {classification,seq2seq,sft}`: a commented starter config, one per family.
+"""`trainsuite init {classification,seq2seq,sft,preference}`: a commented starter config, one per family.
 
 Each template loads with suites.config.load once its data paths point at real files (tested).
 """
@@ -116,6 +116,45 @@ generation:
   max_new_tokens: 256
 
 """ + COMMON_TRAIN.format(epochs=2, batch=8, lr="2.0e-4", extra="  gradient_accumulation_steps: 2\n"),
+
+    "preference": """\
+# trainsuite starter config: preference tuning (DPO, IPO, robust DPO, ORPO, SimPO) of a chat model.
+# Train:   trainsuite train {name}
+# Then:    open {out}/report.html (loss, reward accuracy and margins over training, replies before/after)
+# Reference of every key: docs/config.md; guide: docs/preference.md
+task: preference
+output_dir: {out}
+seed: 42
+
+model:
+  name_or_path: runs/sft             # usually an SFT run (adapter or merged) or any chat model
+  # name_or_path: Qwen/Qwen2.5-0.5B-Instruct
+
+data:
+  train: data/pairs_train.jsonl      # {{"prompt", "chosen", "rejected"}}: strings or lists of turns
+  eval: data/pairs_eval.jsonl        # or eval_fraction: 0.05
+
+preference:
+  loss: sigmoid                      # sigmoid (DPO) | ipo | robust | orpo | simpo (the last two: no reference)
+  beta: 0.1                          # DPO: how far from the reference; SimPO: try 2.0; ORPO: the odds-ratio weight
+  # label_smoothing: 0.1             # robust: the share of pairs taken as mislabelled
+  # simpo_gamma: 0.5                 # simpo: target reward margin
+  max_length: 1024                   # prompt + the longer reply; the prompt is cut from its left first
+  max_prompt_length: 512
+  precompute_ref: false              # true: reference log-probs once before training (cached)
+  eval_generations: 16               # replies to 16 eval prompts at each evaluation (in the report)
+
+peft:                                # LoRA: the reference is the base with the adapter off (no copy)
+  r: 16
+  alpha: 32
+  dropout: 0.0
+  target_modules: all-linear
+# quantization: {{bits: 4}}           # QLoRA: 4-bit base weights
+
+generation:
+  max_new_tokens: 256
+
+""" + COMMON_TRAIN.format(epochs=1, batch=4, lr="5.0e-6", extra="  gradient_accumulation_steps: 4\n"),
 }
 
 

@@ -53,8 +53,10 @@ def check_run_dir(run_dir: str):
         cfg = saved(path)
     except UserError as exc:  # a run config of another trainsuite version, edited by hand, ...
         raise UserError(f"serve: {path}: {exc}") from None
+    if cfg.task == "preference":  # a chat model, loaded and prompted as an SFT run's (sft_format.json included)
+        cfg.task = "sft"
     if cfg.task not in SERVED_TASKS:
-        raise UserError(f"serve: {run_dir} is a {cfg.task} run; serve takes sft and classification runs")
+        raise UserError(f"serve: {run_dir} is a {cfg.task} run; serve takes sft, preference and classification runs")
     if not any(os.path.isfile(os.path.join(run_dir, f)) for f in ("config.json", "adapter_config.json")):
         raise UserError(f"serve: {run_dir} holds no trained model (no config.json or adapter_config.json); "
                         "did its training finish? A checkpoint-N folder inside it can be served too")
