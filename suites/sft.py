@@ -140,6 +140,11 @@ class SuiteSFTTrainer(SuiteTrainer, trl.SFTTrainer):
             sums = torch.zeros(3, dtype=torch.float64, device=self.args.device)  # nll, tokens, correct
             docs = batches = 0
             first = None
+            # sharded weights: every forward is a collective, so the ranks compare batch counts before any
+            # forward (compared after, they would wait on each other in different collectives)
+            sharded = model_is_sharded(self.args)
+            most = int(self.accelerator.reduce(torch.tensor(len(dataloader), device=self.args.device), "max")) \
+                if sharded else 0
             for inputs in dataloader:
                 inputs = self._prepare_inputs(inputs)
                 first, batches = first or inputs, batches + 1
@@ -149,11 +154,10 @@ class SuiteSFTTrainer(SuiteTrainer, trl.SFTTrainer):
                                      out.is_top1.double().sum()])
                 docs += int((inputs["position_ids"] == 0).sum()) if "attention_mask" not in inputs else len(
                     inputs["input_ids"])
-            if model_is_sharded(self.args):  # uneven batch counts: the ranks with fewer join the others' forwards
-                most = self.accelerator.reduce(torch.tensor(batches, device=self.args.device), "max")
-                if first is None and int(most) > 0:  # this rank got no batch: join with one real row
+            if sharded:  # uneven batch counts: the ranks with fewer join the others' forwards
+                if first is None and most > 0:  # this rank got no batch: join with one real row
                     first = self._prepare_inputs(self.data_collator([dataloader.dataset[0]]))
-                for _ in range(int(most) - batches):
+                for _ in range(most - batches):
                     with torch.no_grad(), self.compute_loss_context_manager():
                         model(**first, fused_lm_head=True, use_cache=False)
             sums = self.accelerator.reduce(sums, "sum") if self.accelerator.num_processes > 1 else sums
