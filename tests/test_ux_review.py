@@ -57,7 +57,7 @@ def test_yaml_merge_key_may_be_overridden(tmp_path, cls_config):
 
 @pytest.mark.parametrize("override, hint", [
     ("train.num_beams=4", "(did you mean 'generation.num_beams'?)"),
-    ("train.max_length=64", "(did you mean 'data.max_length' or 'sft.max_length'?)"),
+    ("train.max_length=64", "(did you mean 'data.max_length' or 'sft.max_length' or 'preference.max_length'?)"),
     ("train.text_column=t", "(did you mean 'data.text_column'?)"),
     ("data.learning_rate=1", "(did you mean 'train.learning_rate'?)"),
     ("model.seed=1", "(did you mean top-level 'seed' or 'sweep.seed'?)"),
