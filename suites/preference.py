@@ -30,12 +30,12 @@ from collators.preference import REF_COLUMNS, PreferenceCollator
 from tasks.preference import PreferenceTask
 
 from .base import SuiteTrainer
-from .distributed import model_is_sharded
 from .family import pad_multiple
 from .generation import held_out_generations
 from .pairs.logps import REFERENCE_ADAPTER, pair_logps, reference_logps, use_chunked_head
 from .pairs.losses import REFERENCE_FREE, pair_losses
 from .sft import SFTFamily
+from .summed_eval import SummedEvaluation
 
 log = logging.getLogger("trainsuite")
 
@@ -52,7 +52,7 @@ def pair_metrics(losses, chosen_rewards, rejected_rewards, logps) -> dict:
             "logps_rejected": logps.rejected.detach()}
 
 
-class SuitePreferenceTrainer(SuiteTrainer, trl.DPOTrainer):
+class SuitePreferenceTrainer(SummedEvaluation, SuiteTrainer, trl.DPOTrainer):
     loss_is_scaled_for_ga = True  # compute_loss divides by the pairs of the whole accumulation window
 
     def __init__(self, *args, suite_cfg=None, train_dataset=None, eval_dataset=None, generation_rows=None,
@@ -151,16 +151,7 @@ class SuitePreferenceTrainer(SuiteTrainer, trl.DPOTrainer):
             pairs = self.accelerator.gather(pairs).sum()
         return pairs
 
-    # -- evaluation: sums over pairs -------------------------------------------
-    def get_eval_dataloader(self, eval_dataset=None):
-        # each process sums its own pairs and the sums are added up: sampler padding would count pairs twice
-        config = self.accelerator.dataloader_config
-        even, config.even_batches = config.even_batches, False
-        try:
-            return super().get_eval_dataloader(eval_dataset)
-        finally:
-            config.even_batches = even
-
+    # -- evaluation: sums over pairs (suites/summed_eval.py) ---------------------
     def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
                         metric_key_prefix="eval") -> EvalLoopOutput:
         model = self.model
@@ -168,28 +159,12 @@ class SuitePreferenceTrainer(SuiteTrainer, trl.DPOTrainer):
         model.eval()
         try:
             sums = torch.zeros(len(EVAL_SUMS) + 1, dtype=torch.float64, device=self.args.device)
-            first, batches = None, 0
-            # sharded weights: every forward is a collective, so a rank with fewer batches (or none) joins the
-            # others' forwards; the counts are compared before any forward (after them, the ranks would wait on
-            # each other in different collectives)
-            sharded = model_is_sharded(self.args)
-            most = int(self.accelerator.reduce(torch.tensor(len(dataloader), device=self.args.device), "max")) \
-                if sharded else 0
-            for inputs in dataloader:
-                inputs = self._prepare_inputs(inputs)
-                first, batches = first or inputs, batches + 1
-                with torch.no_grad(), self.compute_loss_context_manager():
-                    losses, chosen_r, rejected_r, logps, _ = self.pair_outputs(model, inputs)
+            for _, (losses, chosen_r, rejected_r, logps, _) in self.eval_forwards(
+                    dataloader, lambda batch: self.pair_outputs(model, batch)):
                 values = pair_metrics(losses, chosen_r, rejected_r, logps)
                 sums += torch.stack([values[k].double().sum() for k in EVAL_SUMS] + [torch.tensor(
                     float(losses.numel()), dtype=torch.float64, device=sums.device)]).to(sums.device)
-            if sharded:
-                if first is None and most > 0:  # this rank got no batch: join with one real pair
-                    first = self._prepare_inputs(self.data_collator([dataloader.dataset[0]]))
-                for _ in range(most - batches):
-                    with torch.no_grad(), self.compute_loss_context_manager():
-                        self.pair_outputs(model, first)
-            sums = self.accelerator.reduce(sums, "sum") if self.accelerator.num_processes > 1 else sums
+            sums = self.sum_over_processes(sums)
             pairs = float(sums[-1])
             metrics = {f"{metric_key_prefix}_{k}": float(v) / max(pairs, 1) for k, v in zip(EVAL_SUMS, sums[:-1])}
             k = self.suite_cfg.preference.eval_generations

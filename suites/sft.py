@@ -36,6 +36,7 @@ from .generation import (GENERATIONS_AT_START_FILE, GENERATIONS_FILE, decode_com
 from .lm_head import plain_head, token_outputs
 from .modeling import apply_peft, load_model
 from .sft_speed import attention_kwargs, speed_defaults
+from .summed_eval import SummedEvaluation
 
 
 log = logging.getLogger("trainsuite")
@@ -48,7 +49,7 @@ def neftune_noise(embeds: torch.Tensor, lengths: torch.Tensor, alpha: float) -> 
     return torch.empty_like(embeds).uniform_(-1, 1) * scale
 
 
-class SuiteSFTTrainer(SuiteTrainer, trl.SFTTrainer):
+class SuiteSFTTrainer(SummedEvaluation, SuiteTrainer, trl.SFTTrainer):
     def __init__(self, *args, suite_cfg=None, train_dataset=None, eval_dataset=None, generation_rows=None,
                  **kwargs):
         s = suite_cfg.sft
@@ -120,17 +121,7 @@ class SuiteSFTTrainer(SuiteTrainer, trl.SFTTrainer):
             self._total_train_tokens += int(mask.sum()) if mask is not None else int(inputs["position_ids"].size(1))
         self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
 
-    # -- evaluation: streamed token sums, never the logits --------------------
-    def get_eval_dataloader(self, eval_dataset=None):
-        # Each process sums its own rows and the sums are added up: accelerate's sampler padding
-        # (rows repeated so all processes get equal batches) would count some rows twice
-        config = self.accelerator.dataloader_config
-        even, config.even_batches = config.even_batches, False
-        try:
-            return super().get_eval_dataloader(eval_dataset)
-        finally:
-            config.even_batches = even
-
+    # -- evaluation: streamed token sums, never the logits (suites/summed_eval.py) --
     def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
                         metric_key_prefix="eval") -> EvalLoopOutput:
         model = self.model
@@ -138,29 +129,13 @@ class SuiteSFTTrainer(SuiteTrainer, trl.SFTTrainer):
         model.eval()
         try:
             sums = torch.zeros(3, dtype=torch.float64, device=self.args.device)  # nll, tokens, correct
-            docs = batches = 0
-            first = None
-            # sharded weights: every forward is a collective, so the ranks compare batch counts before any
-            # forward (compared after, they would wait on each other in different collectives)
-            sharded = model_is_sharded(self.args)
-            most = int(self.accelerator.reduce(torch.tensor(len(dataloader), device=self.args.device), "max")) \
-                if sharded else 0
-            for inputs in dataloader:
-                inputs = self._prepare_inputs(inputs)
-                first, batches = first or inputs, batches + 1
-                with torch.no_grad(), self.compute_loss_context_manager():
-                    out = self.token_outputs(model, inputs)
+            docs = 0
+            for inputs, out in self.eval_forwards(dataloader, lambda batch: self.token_outputs(model, batch)):
                 sums += torch.stack([-out.log_probs.double().sum(), out.label_mask.sum().double(),
                                      out.is_top1.double().sum()])
                 docs += int((inputs["position_ids"] == 0).sum()) if "attention_mask" not in inputs else len(
                     inputs["input_ids"])
-            if sharded:  # uneven batch counts: the ranks with fewer join the others' forwards
-                if first is None and most > 0:  # this rank got no batch: join with one real row
-                    first = self._prepare_inputs(self.data_collator([dataloader.dataset[0]]))
-                for _ in range(most - batches):
-                    with torch.no_grad(), self.compute_loss_context_manager():
-                        model(**first, fused_lm_head=True, use_cache=False)
-            sums = self.accelerator.reduce(sums, "sum") if self.accelerator.num_processes > 1 else sums
+            sums = self.sum_over_processes(sums)
             nll, n, correct = (float(x) for x in sums)
             loss = nll / max(n, 1)
             metrics = {f"{metric_key_prefix}_loss": loss, f"{metric_key_prefix}_perplexity": math.exp(min(loss, 50)),
