@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import random
 
-from tests.conftest import write_jsonl
+from tests.conftest import write_jsonl, write_yaml
 from tests.sft_common import TINY_LLAMA, WORDS
 
 
@@ -47,3 +47,22 @@ def pref_config(tmp_path, train_rows=None, eval_rows=None, **sections):
         else:
             cfg[key] = value
     return cfg
+
+
+def build(tmp_path, cfg, mode="train", name="c.yaml"):
+    """The runner's parts for `cfg` (config written to tmp_path/name and loaded as a user's would be)."""
+    from suites import config
+    from suites.run import runner
+
+    return runner.build(config.load(write_yaml(tmp_path / name, cfg)), mode)
+
+
+def saved_tokenizer(tmp_path):
+    """A tokenizer trained once on the default pairs (with the ChatML tokens) and saved, for several
+    configs or a saved base model to share."""
+    path = tmp_path / "tok"
+    if not path.exists():
+        sub = tmp_path / "tok-run"
+        sub.mkdir()
+        build(sub, pref_config(sub))[2].save_pretrained(path)
+    return path

@@ -12,18 +12,12 @@ import pytest
 import torch
 
 from collators.preference import PreferenceCollator
-from suites import config
 from suites.pairs.losses import PairLogps, pair_losses
-from suites.run import runner
 from suites.run.cli import run
 from tasks.errors import DataError
 from tasks.preference import truncate_prompt
 from tests.conftest import write_jsonl, write_yaml
-from tests.preference_common import pair_rows, pref_config
-
-
-def build(tmp_path, cfg, mode="train"):
-    return runner.build(config.load(write_yaml(tmp_path / "c.yaml", cfg)), mode)
+from tests.preference_common import build, pair_rows, pref_config, saved_tokenizer
 
 
 def sig(x):
@@ -144,27 +138,16 @@ def test_implicit_prompt_and_sharegpt_pairs_match_explicit_ones(tmp_path):
     for i, rows in enumerate((explicit, implicit, sharegpt)):
         sub = tmp_path / str(i)
         sub.mkdir()
-        cfg = pref_config(sub, rows, explicit[:2], tokenizer={"name_or_path": str(_tokenizer_dir(tmp_path))})
+        cfg = pref_config(sub, rows, explicit[:2], tokenizer={"name_or_path": str(saved_tokenizer(tmp_path))})
         encoded.append(build(sub, cfg)[4]["train"].to_dict())
     assert encoded[0] == encoded[1] == encoded[2]
-
-
-def _tokenizer_dir(tmp_path):
-    """A tokenizer saved once (with the ChatML tokens) so that several configs share it."""
-    path = tmp_path / "tok"
-    if not path.exists():
-        sub = tmp_path / "tok-run"
-        sub.mkdir()
-        tokenizer = build(sub, pref_config(sub))[2]
-        tokenizer.save_pretrained(path)
-    return path
 
 
 # -- training ---------------------------------------------------------------------------------------
 def _first_step_weights(tmp_path, name, batch, accumulation, rows=6):
     sub = tmp_path / name
     sub.mkdir()
-    cfg = pref_config(sub, pair_rows(rows, 0), pair_rows(2, 1), tokenizer={"name_or_path": str(_tokenizer_dir(tmp_path))})
+    cfg = pref_config(sub, pair_rows(rows, 0), pair_rows(2, 1), tokenizer={"name_or_path": str(saved_tokenizer(tmp_path))})
     cfg["train"].update(per_device_train_batch_size=batch, gradient_accumulation_steps=accumulation, max_steps=1,
                         optim="sgd", learning_rate=1.0, lr_scheduler_type="constant", warmup_steps=0,
                         eval_strategy="no", data_seed=0)
@@ -186,7 +169,7 @@ def test_gradient_accumulation_gives_the_update_of_the_bigger_batch(tmp_path):
 def test_lora_reference_is_the_base_with_the_adapter_disabled(tmp_path, monkeypatch):
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    tok = _tokenizer_dir(tmp_path)
+    tok = saved_tokenizer(tmp_path)
     fields = {k: v for k, v in pref_config(tmp_path)["model"]["from_config"].items() if k != "model_type"}
     base = tmp_path / "base"
     LlamaForCausalLM(LlamaConfig(**fields, vocab_size=len(AutoTokenizer.from_pretrained(tok)))).save_pretrained(base)

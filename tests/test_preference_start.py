@@ -11,16 +11,10 @@ import pytest
 import torch
 
 from collators.preference import PreferenceCollator
-from suites import config
-from suites.run import runner
 from suites.run.cli import run
 from tests.conftest import write_yaml
-from tests.preference_common import pair_rows, pref_config
+from tests.preference_common import build, pair_rows, pref_config, saved_tokenizer
 from tests.sft_common import TINY_LLAMA, chat_rows, sft_config
-
-
-def build(tmp_path, cfg, mode="train", name="c.yaml"):
-    return runner.build(config.load(write_yaml(tmp_path / name, cfg)), mode)
 
 
 def one_step(cfg, **train):
@@ -81,9 +75,9 @@ def _saved_base(tmp_path):
 
     base = tmp_path / "base"
     if not base.exists():
-        sub = tmp_path / "tok"
-        sub.mkdir()
-        tokenizer = build(sub, pref_config(sub))[2]
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(saved_tokenizer(tmp_path))
         fields = {k: v for k, v in TINY_LLAMA.items() if k != "model_type"}
         LlamaForCausalLM(LlamaConfig(**fields, vocab_size=len(tokenizer))).save_pretrained(base)
         tokenizer.save_pretrained(base)
