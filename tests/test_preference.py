@@ -49,6 +49,34 @@ def test_losses_on_a_hand_computable_pair():
     assert loss.item() == pytest.approx(0.5 - 0.1 * math.log(sig(odds(-0.5) - odds(-0.75))), rel=1e-5)
 
 
+def test_reference_free_losses_equal_trls_cpo_and_orpo_trainers():
+    """SimPO against trl's CPOTrainer.cpo_loss (loss_type simpo), ORPO's odds-ratio term against
+    ORPOTrainer.odds_ratio_loss, on mean log-probs from near 0 (long, likely replies) to far below."""
+    from types import SimpleNamespace
+
+    cpo = pytest.importorskip("trl.experimental.cpo.cpo_trainer")
+    orpo = pytest.importorskip("trl.experimental.orpo.orpo_trainer")
+    g = torch.Generator().manual_seed(0)
+    tokens_c, tokens_r = torch.randint(1, 40, (64,), generator=g), torch.randint(1, 40, (64,), generator=g)
+    avg_c = -torch.rand(64, generator=g) ** 2 * 12 - 1e-4
+    avg_r = -torch.rand(64, generator=g) ** 2 * 12 - 1e-4
+    p = PairLogps(avg_c * tokens_c, avg_r * tokens_r, tokens_c, tokens_r)
+    accelerator = SimpleNamespace(device=torch.device("cpu"))
+    for beta, gamma in ((2.0, 0.5), (0.1, 1.4)):
+        theirs = SimpleNamespace(alpha=0.0, loss_type="simpo", simpo_gamma=gamma, beta=beta, label_smoothing=0.0,
+                                 accelerator=accelerator)
+        want, want_c, want_r = cpo.CPOTrainer.cpo_loss(theirs, avg_c, avg_r)
+        got, got_c, got_r = pair_losses("simpo", p, beta=beta, gamma=gamma)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close((got_c, got_r), (want_c, want_r), rtol=1e-5, atol=1e-6)
+        theirs = SimpleNamespace(beta=beta, accelerator=accelerator)
+        odds_term, want_c, want_r, _, _ = orpo.ORPOTrainer.odds_ratio_loss(theirs, avg_c, avg_r)
+        got, got_c, got_r = pair_losses("orpo", p, beta=beta)
+        # ours: -mean chosen log-prob - the odds-ratio term, per pair (trl adds its NLL over the batch)
+        torch.testing.assert_close(got + p.chosen / tokens_c, -odds_term, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close((got_c, got_r), (want_c, want_r), rtol=1e-5, atol=1e-6)
+
+
 # -- pairs, masks, truncation ----------------------------------------------------------------------
 def test_pairs_share_prompt_tokens_and_masks_cover_only_replies(tmp_path):
     _, task, tokenizer, trainer, data = build(tmp_path, pref_config(tmp_path))

@@ -30,8 +30,10 @@ class PairLogps:
 
 
 def _log1mexp(x: torch.Tensor) -> torch.Tensor:
-    """log(1 - exp(x)) for x < 0, stable near 0."""
-    return torch.log(-torch.expm1(x.clamp(max=-1e-7)))
+    """log(1 - exp(x)) for x < 0: expm1 near 0, log1p far from it (where 1 - exp(x) rounds to 1 and
+    the log would lose all its digits); the switch at -log 2 is where the two errors cross."""
+    x = x.clamp(max=-1e-7)
+    return torch.where(x > -0.6931471805599453, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
 
 
 def pair_losses(kind: str, policy: PairLogps, ref_chosen=None, ref_rejected=None, beta: float = 0.1,
