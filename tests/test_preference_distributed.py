@@ -41,12 +41,16 @@ def _summary(run_dir):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("engine", [["--fsdp"], ["--deepspeed", "zero3"]], ids=["fsdp2", "zero3"])
-def test_sharded_lora_dpo_equals_one_process(tmp_path, engine):
+@pytest.mark.parametrize("engine,precompute", [(["--fsdp"], False), (["--deepspeed", "zero3"], False),
+                                               (["--deepspeed", "zero3"], True)],
+                         ids=["fsdp2", "zero3", "zero3-precompute_ref"])
+def test_sharded_lora_dpo_equals_one_process(tmp_path, engine, precompute):
     if engine[0] == "--deepspeed":
         pytest.importorskip("deepspeed")
     cfg = pref_config(tmp_path, pair_rows(16, 0), pair_rows(4, 1),
                       peft={"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]})
+    # precomputed: the reference forwards run on the sharded model before training, every rank all pairs
+    cfg["preference"] = dict(cfg.get("preference") or {}, precompute_ref=precompute)
     cfg["model"], cfg["tokenizer"] = {"name_or_path": str(_base(tmp_path))}, {}
     cfg["train"].update(max_steps=4, per_device_train_batch_size=2, gradient_accumulation_steps=2,
                         eval_strategy="no", learning_rate=0.05)

@@ -36,28 +36,30 @@ def pair_logps(model, batch: dict, chunked: bool) -> tuple[PairLogps, object]:
 
 
 @torch.no_grad()
-def reference_logps(trainer, batch: dict, before_training: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def reference_logps(trainer, batch: dict, before_training: bool = False, model=None) -> tuple[torch.Tensor, torch.Tensor]:
     """The reference model's summed reply log-probs: a separate reference model (full fine-tuning), or the
     trained model with its adapter disabled (LoRA: the base, no second copy in memory), or, before training
-    (`before_training`: preference.precompute_ref of a full fine-tune), the model itself."""
+    (`before_training`: preference.precompute_ref of a full fine-tune), the model itself. `model`: what runs
+    the trained model's forwards, when not trainer.model (the precompute's DeepSpeed inference engine)."""
     from peft import PeftModel
 
     chunked = trainer.chunked_head
     if trainer.ref_model is not None:
         logps, _ = pair_logps(trainer.ref_model, batch, chunked)
         return logps.chosen, logps.rejected
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    if not isinstance(model, PeftModel):
+    forward = model if model is not None else trainer.model
+    inner = trainer.accelerator.unwrap_model(forward)
+    if not isinstance(inner, PeftModel):
         if not before_training:
             raise RuntimeError("no reference: neither a reference model nor a LoRA adapter to disable")
-        logps, _ = pair_logps(trainer.model, batch, chunked)
+        logps, _ = pair_logps(forward, batch, chunked)
         return logps.chosen, logps.rejected
-    if REFERENCE_ADAPTER in model.peft_config:  # a continued SFT adapter: its frozen starting copy
+    if REFERENCE_ADAPTER in inner.peft_config:  # a continued SFT adapter: its frozen starting copy
         from trl.trainer.utils import use_adapter
 
-        with use_adapter(model, REFERENCE_ADAPTER):
-            logps, _ = pair_logps(trainer.model, batch, chunked)
+        with use_adapter(inner, REFERENCE_ADAPTER):
+            logps, _ = pair_logps(forward, batch, chunked)
         return logps.chosen, logps.rejected
-    with model.disable_adapter():
-        logps, _ = pair_logps(trainer.model, batch, chunked)
+    with inner.disable_adapter():
+        logps, _ = pair_logps(forward, batch, chunked)
     return logps.chosen, logps.rejected

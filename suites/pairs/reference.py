@@ -53,6 +53,25 @@ def _write(path: str | None, cols) -> None:
     os.replace(path + ".tmp", path)
 
 
+def _inference_engine(trainer):
+    """Under DeepSpeed the precompute runs before the training engine exists: ZeRO-3's weights are already
+    partitioned (a plain forward sees empty tensors) and ZeRO-1/2's are not yet on the device. An inference
+    engine (trl's own, kept on the trainer as trl keeps it) gathers and places them; None elsewhere."""
+    if trainer.ref_model is not None or not getattr(trainer, "is_deepspeed_enabled", False):
+        return None
+    if getattr(trainer, "_precompute_engine", None) is None:
+        from trl.models import prepare_deepspeed
+
+        trainer._precompute_engine = prepare_deepspeed(trainer.model, trainer.accelerator)
+    return trainer._precompute_engine
+
+
+def _device_of(model, default):
+    """Where the model's weights are before the trainer places them (FSDP wraps and moves them later)."""
+    param = next(model.parameters(), None)
+    return param.device if param is not None else default
+
+
 def with_reference_logps(trainer, dataset, name: str, batch_size: int, cache_root: str | None):
     """`dataset` with the two reference columns added: from the cache when there, else computed (in order,
     no shuffling) and cached. Rank 0 writes the cache; every process computes what it needs."""
@@ -65,16 +84,17 @@ def with_reference_logps(trainer, dataset, name: str, batch_size: int, cache_roo
     if cols is not None:
         log.info("preference.precompute_ref: %s reference log-probs read from the cache (%s)", name, path)
     else:
-        device = trainer.args.device
         chosen, rejected = [], []
-        model = trainer.ref_model if trainer.ref_model is not None else trainer.model
+        engine = _inference_engine(trainer)
+        model = trainer.ref_model if trainer.ref_model is not None else (engine or trainer.model)
+        device = trainer.args.device if engine is not None else _device_of(model, trainer.args.device)
         was_training = model.training
         model.eval()
         try:
             for start in range(0, len(dataset), batch_size):
                 batch = trainer.data_collator([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
                 batch = {k: v.to(device) for k, v in batch.items()}
-                c, r = reference_logps(trainer, batch, before_training=True)
+                c, r = reference_logps(trainer, batch, before_training=True, model=engine)
                 chosen += c.float().cpu().tolist()
                 rejected += r.float().cpu().tolist()
         finally:
