@@ -76,6 +76,20 @@ def test_worker_leaves_its_exit_code(tmp_path, monkeypatch, capsys):
     assert launch.outcome(1, {}) == 1 and launch.outcome(0, {0: 0}) == 0
 
 
+def test_worker_destroys_the_process_group_before_the_interpreter_ends(tmp_path):
+    # left to interpreter shutdown, gloo's threads can abort a finished rank (SIGABRT) and fail the launch
+    script = textwrap.dedent(f"""
+        import torch.distributed as dist
+        from suites.run import launch
+        dist.init_process_group("gloo", init_method="file://{tmp_path / 'init'}", rank=0, world_size=1)
+        code = launch.worker(["train", "{tmp_path / 'missing.yaml'}"])
+        print(code, dist.is_initialized())
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split()[-2:] == ["2", "False"]
+
+
 FAKE_TORCHRUN = textwrap.dedent("""
     import os, signal, sys, time
     got = []

@@ -171,7 +171,19 @@ def worker(argv: list[str]) -> int:
     if folder and os.path.isdir(folder):
         with open(os.path.join(folder, f"rank-{os.environ.get('RANK', '0')}"), "w") as fh:
             fh.write(str(code))
+    close_process_group()
     return code
+
+
+def close_process_group() -> None:
+    """Destroy the process group while the interpreter is whole: left to interpreter shutdown, gloo's
+    worker threads can outlive it and abort a finished process (SIGABRT, "terminate called without an
+    active exception"), which turns a run that succeeded into a failed launch."""
+    with contextlib.suppress(Exception):
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def worker_codes(folder: str) -> dict[int, int]:
