@@ -30,6 +30,7 @@ from collators.preference import REF_COLUMNS, PreferenceCollator
 from tasks.preference import PreferenceTask
 
 from .base import SuiteTrainer
+from .errors import UserError
 from .family import pad_multiple
 from .generation import held_out_generations
 from .pairs.logps import REFERENCE_ADAPTER, pair_logps, reference_logps, use_chunked_head
@@ -229,8 +230,31 @@ class PreferenceFamily(SFTFamily):
             self._ref_model = self._recorded_reference(tokenizer, task, model)
         elif self.cfg.peft is None and not p.precompute_ref:
             # a full fine-tune needs the reference beside the policy: a frozen copy of the starting weights
-            self._ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+            self._ref_model = self._reference_copy(tokenizer, task, model)
         return model
+
+    def _reference_copy(self, tokenizer, task, model):
+        """A frozen copy of `model`. Under DeepSpeed ZeRO-3 its weights are already partitioned (a deepcopy
+        would copy empty shards): the copy is built as the model was, partitioned alike, and takes the
+        model's values one gathered parameter at a time (never the whole model gathered at once)."""
+        from transformers.integrations import is_deepspeed_zero3_enabled
+
+        if not is_deepspeed_zero3_enabled():
+            return copy.deepcopy(model).eval().requires_grad_(False)
+        import deepspeed
+
+        ref_cfg = copy.deepcopy(self.cfg)
+        ref_cfg.peft = None
+        ref = SFTFamily(ref_cfg).build_model(tokenizer, task)
+        ours, theirs = dict(ref.named_parameters()), dict(model.named_parameters())
+        if ours.keys() != theirs.keys():
+            raise UserError("preference: under DeepSpeed ZeRO-3 a full fine-tune's reference is rebuilt from "
+                            f"model.name_or_path, which does not give the trained model's layers ({self.cfg.model.name_or_path}"
+                            " is a LoRA run: merge it first with `trainsuite merge`)")
+        for name, param in theirs.items():
+            with deepspeed.zero.GatheredParameters([param, ours[name]], modifier_rank=0):
+                ours[name].data.copy_(param.data)
+        return ref.eval().requires_grad_(False)
 
     def _recorded_reference(self, tokenizer, task, model):
         """eval/predict of a trained run: the model its training started from (tasks/preference.py's record),

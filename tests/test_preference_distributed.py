@@ -41,14 +41,15 @@ def _summary(run_dir):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("engine,precompute", [(["--fsdp"], False), (["--deepspeed", "zero3"], False),
-                                               (["--deepspeed", "zero3"], True)],
-                         ids=["fsdp2", "zero3", "zero3-precompute_ref"])
-def test_sharded_lora_dpo_equals_one_process(tmp_path, engine, precompute):
+@pytest.mark.parametrize("engine,precompute,lora", [
+    (["--fsdp"], False, True), (["--deepspeed", "zero3"], False, True), (["--deepspeed", "zero3"], True, True),
+    (["--fsdp"], False, False), (["--deepspeed", "zero3"], False, False)],
+    ids=["fsdp2", "zero3", "zero3-precompute_ref", "fsdp2-full-reference_copy", "zero3-full-reference_copy"])
+def test_sharded_dpo_equals_one_process(tmp_path, engine, precompute, lora):
     if engine[0] == "--deepspeed":
         pytest.importorskip("deepspeed")
-    cfg = pref_config(tmp_path, pair_rows(16, 0), pair_rows(4, 1),
-                      peft={"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]})
+    peft = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]} if lora else None
+    cfg = pref_config(tmp_path, pair_rows(16, 0), pair_rows(4, 1), peft=peft)
     # precomputed: the reference forwards run on the sharded model before training, every rank all pairs
     cfg["preference"] = dict(cfg.get("preference") or {}, precompute_ref=precompute)
     cfg["model"], cfg["tokenizer"] = {"name_or_path": str(_base(tmp_path))}, {}
