@@ -3,6 +3,7 @@ parameters queued once, even when two workers look at the same time; a live work
 
 from __future__ import annotations
 
+import os
 import socket
 
 import optuna
@@ -10,6 +11,7 @@ import pytest
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
+from conftest import write_yaml
 from suites.sweep import study as studies
 
 DEAD_PID = 2 ** 22 + 12345  # above Linux's pid_max default: no such process
@@ -72,3 +74,31 @@ def test_the_progress_line_and_its_eta_count_the_other_workers(study, caplog):
     assert first.levelname == "INFO" and first.getMessage() == (
         "sweep: trial 0 complete: lr=0.001  eval_loss=0.5  best 0.5 (trial 0)  [1/6 finished, ETA 2m00s]")
     assert second.levelname == "WARNING" and "trial 4 failed: lr=0.01  exit code 1" in second.getMessage()
+
+
+def test_prune_after_step_keeps_early_evaluations_from_pruning(tmp_path):
+    """sweep.prune_after_step: a trial far below the median is not pruned at step 4 with 8 set, is at 8."""
+    for after, pruned_at_4 in ((0, True), (8, False)):
+        s = optuna.create_study(storage=studies.storage(str(tmp_path / f"p{after}.journal")), study_name="p",
+                                direction="maximize", pruner=studies.pruner("median", after))
+        for _ in range(2):  # two finished trials: a median to compare with
+            t = s.ask()
+            for step in (4, 8):
+                t.report(0.9, step)
+            s.tell(t, 0.9)
+        t = s.ask()
+        t.report(0.1, 4)
+        assert bool(t.should_prune()) == pruned_at_4
+        t.report(0.1, 8)
+        assert bool(t.should_prune())
+    hyperband = studies.pruner("hyperband", 8)
+    assert hyperband._min_resource == 8 and studies.pruner("hyperband")._min_resource == 1
+
+
+def test_a_negative_prune_after_step_is_refused(tmp_path, cls_config):
+    from suites.run.cli import run
+
+    cls_config["sweep"] = {"trials": 1, "prune_after_step": -1,
+                           "space": {"train.learning_rate": {"log_uniform": [1e-4, 1e-2]}}}
+    assert run(["sweep", write_yaml(tmp_path / "c.yaml", cls_config)]) == 2
+    assert not os.path.exists(cls_config["output_dir"])

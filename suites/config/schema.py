@@ -154,6 +154,8 @@ class SweepConfig:
     metric: Optional[str] = None  # default: train.metric_for_best_model
     direction: Optional[Literal["maximize", "minimize"]] = None  # default: minimize for a loss, else maximize
     pruner: Literal["median", "hyperband", "none"] = "median"  # fed by every evaluation of a trial
+    # evaluations before this optimizer step never prune (a warmup or a slow start is not a bad trial)
+    prune_after_step: int = 0  # no trial is pruned before this step
     # dotted config key -> {log_uniform: [lo, hi]} | {uniform: [lo, hi]} | {choice: [a, b, ...]}
     # | {int: [lo, hi], step: k}
     space: dict = field(default_factory=dict)  # the keys to tune and their ranges

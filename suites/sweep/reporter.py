@@ -27,7 +27,7 @@ class SweepReporter(TrainerCallback):
         if self.rank0:
             import optuna
 
-            study = load_study(where["storage"], where["study"], cfg.sweep.pruner)
+            study = load_study(where["storage"], where["study"], cfg.sweep.pruner, cfg.sweep.prune_after_step)
             self.trial = optuna.Trial(study, int(where["trial_id"]))
         self.steps = []
 

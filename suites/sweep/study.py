@@ -59,14 +59,15 @@ def _rdb_storage(url: str, attempts: int = 5):
             time.sleep(0.2 * (attempt + 1) + random.random() * 0.2)
 
 
-def pruner(name: str):
+def pruner(name: str, after_step: int = 0):
+    """The pruner; `after_step` (sweep.prune_after_step): the first optimizer step whose evaluation may prune."""
     import optuna
 
     if name == "median":
-        # two finished trials give a median worth comparing with; every evaluation counts (no warm-up)
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+        # two finished trials give a median worth comparing with
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=after_step)
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner()
+        return optuna.pruners.HyperbandPruner(min_resource=max(1, after_step))
     return optuna.pruners.NopPruner()
 
 
@@ -76,14 +77,15 @@ def open_study(storage_url: str, name: str, sweep, direction: str, seed: int):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna.create_study(storage=storage(storage_url), study_name=name, direction=direction,
                                sampler=optuna.samplers.TPESampler(seed=seed),
-                               pruner=pruner(sweep.pruner), load_if_exists=True)
+                               pruner=pruner(sweep.pruner, sweep.prune_after_step), load_if_exists=True)
 
 
-def load_study(storage_url: str, name: str, pruner_name: str = "none"):
+def load_study(storage_url: str, name: str, pruner_name: str = "none", prune_after_step: int = 0):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.load_study(study_name=name, storage=storage(storage_url), pruner=pruner(pruner_name))
+    return optuna.load_study(study_name=name, storage=storage(storage_url),
+                             pruner=pruner(pruner_name, prune_after_step))
 
 
 def me() -> str:

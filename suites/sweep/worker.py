@@ -45,6 +45,8 @@ def prepare(config_path: str, overrides: list[str], trials_n: int | None):
         raise UserError(f"config: 'sweep.trials' must be at least 1, got {cfg.sweep.trials}")
     if cfg.sweep.nproc < 1:
         raise UserError(f"config: 'sweep.nproc' must be at least 1, got {cfg.sweep.nproc}")
+    if cfg.sweep.prune_after_step < 0:
+        raise UserError(f"config: 'sweep.prune_after_step' must be 0 or more, got {cfg.sweep.prune_after_step}")
     params = space.parse(cfg.sweep.space)
     space.check(config_path, overrides, params)
     _check_holdout(cfg, config_path, overrides)
