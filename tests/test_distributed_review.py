@@ -90,6 +90,23 @@ def test_worker_destroys_the_process_group_before_the_interpreter_ends(tmp_path)
     assert proc.stdout.split()[-2:] == ["2", "False"]
 
 
+def test_a_worker_process_ends_with_its_code_its_messages_and_atexit_handlers(tmp_path):
+    # the worker skips the interpreter's teardown (os._exit) but not what a normal exit does before it
+    script = textwrap.dedent(f"""
+        import atexit, runpy, sys
+        atexit.register(lambda: open("{tmp_path / 'atexit-ran'}", "w").close())
+        sys.argv = ["launch.py", "--worker", "train", "{tmp_path / 'missing.yaml'}"]
+        runpy.run_module("suites.run.launch", run_name="__main__")
+        print("not reached")
+    """)
+    env = {**os.environ, launch.STATUS_ENV: str(tmp_path), "RANK": "0"}
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and "not reached" not in proc.stdout
+    assert "missing.yaml" in proc.stderr.strip().splitlines()[-1]
+    assert launch.worker_codes(str(tmp_path)) == {0: 2} and (tmp_path / "atexit-ran").exists()
+
+
 FAKE_TORCHRUN = textwrap.dedent("""
     import os, signal, sys, time
     got = []

@@ -271,5 +271,23 @@ def main(argv=None) -> int:
     return run_torchrun(cmd, {**os.environ, **added, COMMAND_ENV: resume_command(argv, prog)})
 
 
+def end_worker(code: int) -> None:
+    """End a worker process once its code is recorded and its process group destroyed: the atexit handlers
+    (logging's flush among them) run, the streams are flushed, and the process exits without the
+    interpreter's teardown, where a library's native thread still alive (gloo, DeepSpeed) can abort a rank
+    that finished (SIGABRT), and torchrun would report the whole launch as failed."""
+    import atexit
+
+    with contextlib.suppress(Exception):
+        atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_code = main()
+    if sys.argv[1:2] == [WORKER]:
+        end_worker(exit_code)
+    sys.exit(exit_code)
