@@ -291,6 +291,21 @@ def test_cli_run_writes_results_and_report_with_preference_curves(tmp_path, caps
     assert run(["predict", path, "--input", prompts, "--output", str(tmp_path / "pred.jsonl")]) == 0
     with open(tmp_path / "pred.jsonl") as fh:
         assert "completion" in json.loads(fh.readline())
+    # export: plain transformers and transformers' GGUF reader load the run, stop at <|im_end|>, same logits
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    trained, tok = AutoModelForCausalLM.from_pretrained(out).eval(), AutoTokenizer.from_pretrained(out)
+    ids = torch.tensor([tok("<|im_start|>user\nrepeat: red cat<|im_end|>\n")["input_ids"]])
+    assert run(["export", str(out), "--format", "safetensors", "--output", str(tmp_path / "st"), "--dtype", "fp32"]) == 0
+    assert run(["export", str(out), "--format", "gguf", "--output", str(tmp_path / "gguf")]) == 0
+    with open(tmp_path / "st" / "generation_config.json") as fh:
+        assert tok.convert_tokens_to_ids("<|im_end|>") in json.load(fh)["eos_token_id"]
+    exported = [AutoModelForCausalLM.from_pretrained(tmp_path / "st"),
+                AutoModelForCausalLM.from_pretrained(tmp_path / "gguf", gguf_file=next((tmp_path / "gguf").glob("*.gguf")).name)]
+    with torch.no_grad():
+        want = trained(ids).logits
+        for model in exported:
+            torch.testing.assert_close(model.eval()(ids).logits.float(), want, rtol=0, atol=2e-2)
 
 
 @pytest.mark.parametrize("override, message", [
