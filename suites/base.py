@@ -105,8 +105,12 @@ class SuiteTrainer(Trainer):
             self._guard_cb = find_callback(self, NonFiniteGuard)
         return self._guard_cb
 
+    def samples_in(self, inputs) -> int:
+        """The samples of a micro-batch for samples_per_s (a family whose rows are not its samples says so)."""
+        return count_samples(inputs)
+
     def training_step(self, model, inputs, num_items_in_batch=None):
-        self._samples_seen += count_samples(inputs)
+        self._samples_seen += self.samples_in(inputs)
         self._tokens_seen += count_tokens(inputs, getattr(self.model.config, "is_encoder_decoder", False))
         loss = super().training_step(model, inputs, num_items_in_batch)
         if self._guard is not None:

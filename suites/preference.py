@@ -109,6 +109,9 @@ class SuitePreferenceTrainer(SummedEvaluation, SuiteTrainer, trl.DPOTrainer):
         if os.path.isfile(os.path.join(ref, "adapter_config.json")):
             shutil.rmtree(ref)
 
+    def samples_in(self, inputs) -> int:
+        return int(inputs["input_ids"].shape[0]) // 2  # pairs: a batch holds the chosen rows, then the rejected
+
     # -- the loss --------------------------------------------------------------
     @property
     def chunked_head(self) -> bool:

@@ -84,6 +84,7 @@ def test_pairs_share_prompt_tokens_and_masks_cover_only_replies(tmp_path):
     rows = [data["train"][i] for i in range(3)]
     batch = PreferenceCollator(tokenizer.pad_token_id)(rows)
     n = len(rows)
+    assert trainer.samples_in(batch) == n  # samples_per_s counts pairs, not their 2n rows
     for i, row in enumerate(rows):
         p = len(row["prompt_ids"])
         chosen, rejected = batch["input_ids"][i], batch["input_ids"][n + i]
