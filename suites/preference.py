@@ -189,7 +189,7 @@ class PreferenceFamily(SFTFamily):
     @property
     def defaults(self) -> dict:
         # explicit either way: trl's DPOConfig defaults to bf16 and gradient checkpointing, even on a CPU
-        bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported() and not self.cfg.train.get("fp16")
+        bf16 = self.bf16_default()
         p = self.cfg.preference
         return {"learning_rate": 5e-6 if self.cfg.peft else 5e-7, "per_device_train_batch_size": 4,
                 "per_device_eval_batch_size": 8, "lr_scheduler_type": "cosine", "warmup_steps": 0.1,

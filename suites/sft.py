@@ -158,10 +158,13 @@ class SFTFamily(Family):
     special_tokens = CHAT_LIKE
     args_cls = trl.SFTConfig
 
+    def bf16_default(self) -> bool:
+        """bf16 made explicit either way: trl's configs default to bf16=True even on a CPU; fp16 asked for wins."""
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported() and not self.cfg.train.get("fp16")
+
     @property
     def defaults(self) -> dict:
-        # explicit either way: trl's SFTConfig defaults to bf16=True even on a CPU; fp16 asked for wins
-        bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported() and not self.cfg.train.get("fp16")
+        bf16 = self.bf16_default()
         return {"learning_rate": 2e-4 if self.cfg.peft else 2e-5, "per_device_train_batch_size": 8,
                 "per_device_eval_batch_size": 8, "lr_scheduler_type": "cosine", "warmup_steps": 0.03,
                 "gradient_checkpointing": False, "bf16": bf16, "remove_unused_columns": False,
